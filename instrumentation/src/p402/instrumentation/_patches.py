@@ -1,0 +1,83 @@
+"""The hooks on ``httpx`` / ``httpx2`` ``Client.send`` and ``AsyncClient.send``.
+
+Hooking ``send`` (not the transport) covers clients built on any transport, and gives the
+meter the request before it leaves. Each class is patched at most once, also when
+``httpx2.alias_httpx()`` makes ``httpx`` and ``httpx2`` the same module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, unwrap
+
+from p402.instrumentation._metering import Meter
+from p402.instrumentation._streams import tap_response
+
+__all__ = ["CLIENT_MODULES", "patch_clients", "unpatch_clients"]
+
+CLIENT_MODULES = ("httpx", "httpx2")
+
+
+def _sync_send(meter: Meter) -> Callable[..., Any]:
+    def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        request = args[0] if args else kwargs["request"]
+        exchange = meter.begin(request) if is_http_instrumentation_enabled() else None
+        if exchange is None:
+            return wrapped(*args, **kwargs)
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException as error:
+            exchange.fail(error)
+            raise
+        if kwargs.get("stream", False):
+            tap_response(exchange, response, is_async=False)
+        else:
+            exchange.finish_with_body(response.status_code, response.content)
+        return response
+
+    return send
+
+
+def _async_send(meter: Meter) -> Callable[..., Any]:
+    async def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
+        request = args[0] if args else kwargs["request"]
+        exchange = meter.begin(request) if is_http_instrumentation_enabled() else None
+        if exchange is None:
+            return await wrapped(*args, **kwargs)
+        try:
+            response = await wrapped(*args, **kwargs)
+        except BaseException as error:
+            exchange.fail(error)
+            raise
+        if kwargs.get("stream", False):
+            tap_response(exchange, response, is_async=True)
+        else:
+            exchange.finish_with_body(response.status_code, response.content)
+        return response
+
+    return send
+
+
+def patch_clients(meter: Meter) -> list[type]:
+    """Hook every importable client class; returns the classes patched."""
+    patched: list[type] = []
+    for module_name in CLIENT_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for cls, wrapper in ((module.Client, _sync_send), (module.AsyncClient, _async_send)):
+            if cls in patched:
+                continue
+            wrapt.wrap_function_wrapper(cls, "send", wrapper(meter))
+            patched.append(cls)
+    return patched
+
+
+def unpatch_clients(classes: list[type]) -> None:
+    for cls in classes:
+        unwrap(cls, "send")

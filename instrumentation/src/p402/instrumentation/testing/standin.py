@@ -1,0 +1,151 @@
+"""A local HTTP server that answers like OpenAI, Anthropic, Gemini and OpenRouter.
+
+It picks the fixture from the request path and body (streaming or not), sends the headers
+the manifest lists, records every request it receives, and can be told to fail the next
+requests with a given status (e.g. 429 then success, to exercise retries).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from p402.instrumentation.testing.fixtures import fixture_bytes, manifest
+
+__all__ = ["RecordedRequest", "StandInProvider"]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _fixture_for(path: str, body: dict[str, Any]) -> str | None:
+    streaming = body.get("stream") is True
+    route = path.split("?", 1)[0]
+    if route.endswith(":streamGenerateContent"):
+        return "gemini_stream.sse"
+    if route.endswith(":generateContent"):
+        return "gemini_generate.json"
+    if route.startswith("/api/v1/") and route.endswith("/chat/completions"):
+        return "openrouter_chat.json"
+    if route.endswith("/chat/completions"):
+        return "openai_chat_stream.sse" if streaming else "openai_chat.json"
+    if route.endswith("/responses"):
+        return "openai_responses_stream.sse" if streaming else "openai_responses.json"
+    if route.endswith("/embeddings"):
+        return "openai_embeddings.json"
+    if route.endswith("/messages"):
+        return "anthropic_messages_stream.sse" if streaming else "anthropic_messages.json"
+    return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.server.owner_record(
+            RecordedRequest(
+                "POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body
+            )
+        )
+        try:
+            parsed = json.loads(body) if body else {}
+        except ValueError:
+            parsed = {}
+        failure = self.server.owner_next_failure()
+        name = "openai_error_429.json" if failure else _fixture_for(self.path, parsed)
+        if name is None:
+            self._send(404, {"content-type": "application/json"}, b'{"error":"not found"}')
+            return
+        headers = dict(manifest().get(name, {}).get("response_headers") or {})
+        headers.setdefault(
+            "content-type", "text/event-stream" if name.endswith(".sse") else "application/json"
+        )
+        self._send(failure or 200, headers, fixture_bytes(name))
+
+    def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, provider: StandInProvider, host: str, port: int) -> None:
+        super().__init__((host, port), _Handler)
+        self._provider = provider
+
+    def owner_record(self, request: RecordedRequest) -> None:
+        with self._provider._lock:
+            self._provider.requests.append(request)
+
+    def owner_next_failure(self) -> int | None:
+        with self._provider._lock:
+            return self._provider._failures.popleft() if self._provider._failures else None
+
+
+class StandInProvider:
+    """See the module docstring. Use as a context manager, or call start() and stop()."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._failures: deque[int] = deque()
+        self.requests: list[RecordedRequest] = []
+        self._server = _Server(self, host, port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="p402-standin-provider", daemon=True
+        )
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def url(self, path: str = "") -> str:
+        return self.base_url + path
+
+    def fail_next(self, status: int, times: int = 1) -> None:
+        """Answer the next ``times`` requests with ``status`` and the 429 error body."""
+        with self._lock:
+            self._failures.extend([status] * times)
+
+    def start(self) -> StandInProvider:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> StandInProvider:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,141 @@
+"""The names P402 speaks: span attribute keys and the values they may take.
+
+This is the one place that spells them. Standard OpenTelemetry GenAI semantic-convention
+names are used where they exist; the ``p402.*`` names extend them for attribution, evidence
+and policy. Every P402 package imports its names from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+# --- standard GenAI semantic conventions -------------------------------------------------
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # the older name of gen_ai.provider.name
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID: Final = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+GEN_AI_REQUEST_STREAM: Final = "gen_ai.request.stream"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: Final = "gen_ai.usage.cache_write.input_tokens"
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = "gen_ai.usage.reasoning.output_tokens"
+GEN_AI_USAGE_COST_AMOUNT: Final = "gen_ai.usage.cost.amount"
+GEN_AI_USAGE_COST_CURRENCY: Final = "gen_ai.usage.cost.currency"
+GEN_AI_USAGE_COST_SOURCE: Final = "gen_ai.usage.cost.source"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+SERVER_ADDRESS: Final = "server.address"
+SERVER_PORT: Final = "server.port"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
+ERROR_TYPE: Final = "error.type"
+
+# --- P402 ---------------------------------------------------------------------------------
+P402_EVENT_ID: Final = "p402.event.id"
+P402_PRICE_VERSION: Final = "p402.price.version"
+P402_USAGE_EVIDENCE: Final = "p402.usage.evidence"
+P402_COST_EVIDENCE: Final = "p402.cost.evidence"
+P402_POLICY_RESULT: Final = "p402.policy.result"
+P402_POLICY_REASON: Final = "p402.policy.reason"
+P402_MODEL_ORIGINAL: Final = "p402.model.original"
+P402_PRIVACY_MODE: Final = "p402.privacy.mode"
+P402_CONTENT_FINGERPRINT_INPUT: Final = "p402.content.fingerprint.input"
+P402_CONTENT_FINGERPRINT_OUTPUT: Final = "p402.content.fingerprint.output"
+P402_ATTEMPT: Final = "p402.attempt"
+
+OWNER_DIMENSIONS: Final = (
+    "department",
+    "project",
+    "client",
+    "employee",
+    "session",
+    "workflow",
+    "feature",
+    "customer",
+    "task_type",
+)
+"""The owner dimensions, in the order the API lists them."""
+
+OWNER_ATTRIBUTE_PREFIX: Final = "p402.owner."
+
+
+def owner_attribute(dimension: str) -> str:
+    """The span attribute that carries one owner dimension, e.g. ``p402.owner.department``."""
+    return OWNER_ATTRIBUTE_PREFIX + dimension
+
+
+COST_CURRENCY_USD: Final = "USD"
+
+
+class CostSource(StrEnum):
+    """Who produced ``gen_ai.usage.cost.amount``."""
+
+    PROVIDER = "provider"
+    LOCAL = "local"
+
+
+class UsageEvidence(StrEnum):
+    """How the token usage of an event was obtained."""
+
+    PROVIDER_RESPONSE = "provider_response"
+    STREAM_FINAL = "stream_final"
+    STREAM_INCOMPLETE = "stream_incomplete"
+    ESTIMATED = "estimated"
+    MISSING = "missing"
+
+
+class CostEvidence(StrEnum):
+    """How the cost of an event was obtained. ``unpriced`` events carry no cost, never 0."""
+
+    PROVIDER_REPORTED = "provider_reported"
+    COMPUTED = "computed"
+    UNPRICED = "unpriced"
+
+
+class PolicyResult(StrEnum):
+    """The pre-call policy decision."""
+
+    ALLOWED = "allowed"
+    DOWNGRADED = "downgraded"
+    BLOCKED = "blocked"
+    FLAGGED = "flagged"
+
+
+class PrivacyMode(StrEnum):
+    """How much of an exchange's content may leave the process, from least to most."""
+
+    METADATA_ONLY = "metadata_only"
+    FINGERPRINT_ONLY = "fingerprint_only"
+    REDACTED_TRACE = "redacted_trace"
+    PRIVATE_GATEWAY = "private_gateway"
+    FULL_TRACE = "full_trace"
+
+    @property
+    def rank(self) -> int:
+        return _PRIVACY_ORDER.index(self)
+
+
+_PRIVACY_ORDER: Final = tuple(PrivacyMode)
+
+
+class Operation(StrEnum):
+    """``gen_ai.operation.name`` values P402 produces."""
+
+    CHAT = "chat"
+    TEXT_COMPLETION = "text_completion"
+    EMBEDDINGS = "embeddings"
+    GENERATE_CONTENT = "generate_content"
+
+
+class ApiFormat(StrEnum):
+    """The wire formats P402 can read. OpenAI-compatible gateways speak ``openai``."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
