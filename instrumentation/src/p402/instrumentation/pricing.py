@@ -40,7 +40,8 @@ def pricing_provider_id(provider: str) -> str:
 def price_version() -> str:
     """The price data in use: the genai-prices release and a digest of its bundled data."""
     data = resources.files("genai_prices").joinpath("data.py").read_bytes()
-    return f"genai-prices {genai_prices.__version__} data-sha256:{hashlib.sha256(data).hexdigest()[:12]}"
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return f"genai-prices {genai_prices.__version__} data-sha256:{digest}"
 
 
 def compute_cost(usage: TokenUsage, *, model: str, provider: str, at: datetime) -> Decimal | None:

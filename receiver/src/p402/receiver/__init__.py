@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The P402 receiver: OTLP spans in, idempotent, privacy-filtered ledger rows out."""

@@ -93,6 +93,7 @@ class OpenAIFormat:
         )
 
     def response_facts(self, endpoint: Endpoint, body: JsonObject) -> ResponseFacts:
+        finish_reasons: tuple[str, ...]
         if endpoint is RESPONSES:
             finish = _responses_finish_reason(body)
             finish_reasons = (finish,) if finish else ()

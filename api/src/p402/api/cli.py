@@ -1,0 +1,99 @@
+"""The ``p402`` command line. Results go to standard output, messages to standard error."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from p402.ledger.keys import Role
+
+__all__ = ["main"]
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="p402-api", prog_name="p402")
+def main() -> None:
+    """P402: the metering layer that makes AI spend auditable."""
+
+
+@main.command()
+@click.option(
+    "--host",
+    default=lambda: os.environ.get("P402_HOST", "127.0.0.1"),
+    show_default="127.0.0.1 or P402_HOST",
+)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("P402_PORT", "4318")),
+    show_default="4318 or P402_PORT",
+)
+def serve(host: str, port: int) -> None:
+    """Serve the API and the OTLP receiver on the database of P402_DATABASE_URL."""
+    import uvicorn
+
+    from p402.api.app import create_app
+    from p402.ledger.database import connect, database_url
+
+    url = database_url()
+    _say(f"P402 serving on http://{host}:{port} (database {_redact(url)})")
+    uvicorn.run(create_app(connect(url)), host=host, port=port, log_level="info")
+
+
+@main.command()
+def migrate() -> None:
+    """Create or update the schema of the P402_DATABASE_URL database."""
+    from p402.ledger.database import connect, database_url, prepare_schema
+
+    url = database_url()
+    prepare_schema(connect(url))
+    _say(f"schema ready on {_redact(url)}")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="Tenant (organisation) name; created if new.")
+@click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
+def keys_create(tenant: str, role: str) -> None:
+    """Create an API key and print it, once, alone on standard output."""
+    from p402.ledger.database import connect, prepare_schema
+    from p402.ledger.keys import create_key
+
+    engine = connect()
+    prepare_schema(engine)
+    identity, key = create_key(engine, tenant=tenant, role=Role(role))
+    _say(f"created {role} key {identity.key_id} for tenant {tenant!r}; it is shown only once")
+    click.echo(key)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Exit after printing the summary.")
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("P402_PORT", "4318")),
+    show_default="4318, or a free port if taken",
+)
+def demo(once: bool, port: int) -> None:
+    """Run P402 end to end on embedded defaults and print the resulting spend."""
+    from p402.api.demo import run_demo
+
+    sys.exit(run_demo(once=once, port=port))
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{location}"

@@ -1,0 +1,48 @@
+"""Engines for the ledger database: SQLite (embedded default) or PostgreSQL.
+
+``P402_DATABASE_URL`` names it: ``sqlite:///./p402.db`` by default,
+``postgresql+psycopg://user@host/db`` in production.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+from sqlalchemy import Engine, create_engine, event
+from sqlmodel import SQLModel
+
+from p402.ledger import models  # noqa: F401 - registers the tables on SQLModel.metadata
+
+__all__ = ["DEFAULT_DATABASE_URL", "connect", "database_url", "prepare_schema"]
+
+DEFAULT_DATABASE_URL: Final = "sqlite:///./p402.db"
+
+
+def database_url(environ: dict[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get("P402_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def connect(url: str | None = None) -> Engine:
+    """An engine for ``url`` (default: ``P402_DATABASE_URL``), set up for concurrent use."""
+    url = url or database_url()
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def prepare_schema(engine: Engine) -> None:
+    """Create any table that does not exist yet."""
+    SQLModel.metadata.create_all(engine)

@@ -1,0 +1,296 @@
+"""Economic events in the ledger: the record the receiver writes, idempotent batch insert,
+filtered listing with cursor pagination, and spend aggregation.
+
+The ingest path uses SQLAlchemy Core (one multi-row statement per batch, no ORM object per
+event). ``(tenant_id, event_id)`` is unique: a batch delivered again inserts nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, TypeVar
+
+from sqlalchemy import Connection, Engine, RowMapping, Select, and_, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from p402.instrumentation.money import from_picos, usd_str
+from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
+from p402.ledger.clock import now_ms, to_iso
+from p402.ledger.models import EconomicEvent
+
+__all__ = [
+    "EQUALITY_FILTERS",
+    "EVENT_FIELDS",
+    "GROUP_BY_DIMENSIONS",
+    "EventFilter",
+    "EventRecord",
+    "InvalidCursor",
+    "Page",
+    "event_json",
+    "insert_events",
+    "list_events",
+    "spend",
+]
+
+EVENTS = EconomicEvent.__table__  # type: ignore[attr-defined]
+_S = TypeVar("_S", bound=Select[Any])
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One economic event as the receiver hands it to the ledger."""
+
+    event_id: str
+    ts_ms: int
+    usage_evidence: str
+    cost_evidence: str
+    privacy_mode: str
+    provider: str | None = None
+    operation: str | None = None
+    model_requested: str | None = None
+    model_used: str | None = None
+    model_original: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_picos: int | None = None
+    client_cost_picos: int | None = None
+    cost_mismatch: bool = False
+    price_version: str | None = None
+    policy_result: str = "allowed"
+    policy_reason: str | None = None
+    department: str | None = None
+    project: str | None = None
+    client: str | None = None
+    employee: str | None = None
+    session: str | None = None
+    workflow: str | None = None
+    feature: str | None = None
+    customer: str | None = None
+    task_type: str | None = None
+    outcome: str | None = None
+    response_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    attempt: int = 0
+    status_code: int | None = None
+    error_type: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, tenant_id: int, received_ms: int) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("extra")
+        values.update(tenant_id=tenant_id, received_ms=received_ms)
+        return values
+
+
+def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]) -> int:
+    """Write ``records`` for ``tenant_id`` in one transaction; returns how many were new.
+
+    Events already in the ledger (same ``event_id`` for the tenant) are left untouched.
+    """
+    if not records:
+        return 0
+    received = now_ms()
+    rows = [record.row(tenant_id, received) for record in records]
+    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+    statement = (
+        dialect.insert(EVENTS)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
+        .returning(EVENTS.c.event_id)
+    )
+    with engine.begin() as connection:
+        return len(connection.execute(statement, rows).all())
+
+
+EVENT_FIELDS: Final = (
+    "id",
+    "timestamp",
+    "provider",
+    "operation",
+    "model_requested",
+    "model_used",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "cost_evidence",
+    "usage_evidence",
+    "price_version",
+    "policy_result",
+    "policy_reason",
+    "privacy_mode",
+    *OWNER_DIMENSIONS,
+    "outcome",
+    "response_id",
+    "trace_id",
+    "span_id",
+    "attempt",
+    "status_code",
+    "model_original",
+    "receipt_id",
+    "evidence_status",
+)
+"""The fields of an event in the API, in order."""
+
+
+def _usd(picos: int | None) -> str | None:
+    return None if picos is None else usd_str(from_picos(picos))
+
+
+def event_json(row: RowMapping) -> dict[str, Any]:
+    """An event row as the API shows it (SPEC §9)."""
+    shown: dict[str, Any] = {}
+    for name in EVENT_FIELDS:
+        if name == "id":
+            shown[name] = row["event_id"]
+        elif name == "timestamp":
+            shown[name] = to_iso(row["ts_ms"])
+        elif name == "cost_usd":
+            shown[name] = _usd(row["cost_picos"])
+        else:
+            shown[name] = row[name]
+    shown["client_cost_usd"] = _usd(row["client_cost_picos"])
+    shown["cost_mismatch"] = row["cost_mismatch"]
+    shown["error_type"] = row["error_type"]
+    return shown
+
+
+# --- filtering -----------------------------------------------------------------------------
+
+EQUALITY_FILTERS: Final[Mapping[str, str]] = {
+    **{dimension: dimension for dimension in OWNER_DIMENSIONS},
+    "model": "model_used",
+    "model_requested": "model_requested",
+    "provider": "provider",
+    "operation": "operation",
+    "outcome": "outcome",
+    "usage_evidence": "usage_evidence",
+    "cost_evidence": "cost_evidence",
+    "evidence_status": "evidence_status",
+    "policy_result": "policy_result",
+    "privacy_mode": "privacy_mode",
+}
+"""Query parameter → column, for the filters that compare for equality."""
+
+GROUP_BY_DIMENSIONS: Final = tuple(EQUALITY_FILTERS)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which of a tenant's events a query covers: equal-to filters and a time range."""
+
+    equals: Mapping[str, str] = field(default_factory=dict)
+    from_ms: int | None = None
+    to_ms: int | None = None
+
+    def apply(self, statement: _S, tenant_id: int) -> _S:
+        conditions = [EVENTS.c.tenant_id == tenant_id]
+        for name, value in self.equals.items():
+            conditions.append(EVENTS.c[EQUALITY_FILTERS[name]] == value)
+        if self.from_ms is not None:
+            conditions.append(EVENTS.c.ts_ms >= self.from_ms)
+        if self.to_ms is not None:
+            conditions.append(EVENTS.c.ts_ms < self.to_ms)
+        return statement.where(and_(*conditions))
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this ledger did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    data: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _encode_cursor(ts_ms: int, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{ts_ms}:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts_text, seq_text = text.split(":")
+        return int(ts_text), int(seq_text)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor(f"invalid cursor: {cursor!r}") from None
+
+
+def list_events(
+    connection: Connection,
+    tenant_id: int,
+    event_filter: EventFilter,
+    *,
+    limit: int,
+    cursor: str | None = None,
+) -> Page:
+    """The tenant's matching events, newest first, ``limit`` at a time."""
+    statement = event_filter.apply(select(EVENTS), tenant_id)
+    if cursor:
+        ts_ms, seq = _decode_cursor(cursor)
+        statement = statement.where(
+            or_(EVENTS.c.ts_ms < ts_ms, and_(EVENTS.c.ts_ms == ts_ms, EVENTS.c.seq < seq))
+        )
+    statement = statement.order_by(EVENTS.c.ts_ms.desc(), EVENTS.c.seq.desc()).limit(limit + 1)
+    rows = connection.execute(statement).mappings().all()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = _encode_cursor(rows[-1]["ts_ms"], rows[-1]["seq"])
+    return Page([event_json(row) for row in rows], next_cursor)
+
+
+# --- spend ---------------------------------------------------------------------------------
+
+
+def spend(
+    connection: Connection,
+    tenant_id: int,
+    event_filter: EventFilter,
+    group_by: Iterable[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Cost, event and token totals per combination of ``group_by`` values, plus the total.
+
+    Unpriced events count as events but add no cost; ``unpriced_events`` says how many.
+    """
+    dimensions = list(group_by)
+    columns = [EVENTS.c[EQUALITY_FILTERS[name]].label(name) for name in dimensions]
+    measures = [
+        func.sum(EVENTS.c.cost_picos).label("cost_picos"),
+        func.count().label("events"),
+        func.sum(EVENTS.c.input_tokens).label("input_tokens"),
+        func.sum(EVENTS.c.output_tokens).label("output_tokens"),
+        func.count().filter(EVENTS.c.cost_picos.is_(None)).label("unpriced_events"),
+    ]
+    statement = event_filter.apply(select(*columns, *measures), tenant_id)
+    if columns:
+        statement = statement.group_by(*columns).order_by(func.sum(EVENTS.c.cost_picos).desc())
+    rows = [_spend_row(row, dimensions) for row in connection.execute(statement).mappings()]
+    if not dimensions:
+        return rows, rows[0]
+    total = _spend_row(
+        connection.execute(event_filter.apply(select(*measures), tenant_id)).mappings().one(), []
+    )
+    return rows, total
+
+
+def _spend_row(row: RowMapping, dimensions: list[str]) -> dict[str, Any]:
+    shown: dict[str, Any] = {name: row[name] for name in dimensions}
+    shown["cost_usd"] = usd_str(from_picos(int(row["cost_picos"] or 0)))
+    shown["events"] = row["events"]
+    shown["input_tokens"] = int(row["input_tokens"] or 0)
+    shown["output_tokens"] = int(row["output_tokens"] or 0)
+    shown["unpriced_events"] = row["unpriced_events"]
+    return shown

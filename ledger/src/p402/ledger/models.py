@@ -1,0 +1,106 @@
+"""The ledger's tables (SQLModel): tenants, API keys and economic events.
+
+Money columns hold integer picodollars (:mod:`p402.instrumentation.money`); timestamps are
+epoch milliseconds in 64-bit columns. Usage or cost that was not measured is NULL, never 0.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from p402.instrumentation.vocabulary import PrivacyMode
+
+__all__ = ["ApiKey", "EconomicEvent", "Tenant"]
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits.
+_BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _bigint(*, nullable: bool = True, index: bool = False) -> Column[int]:
+    return Column(BigInteger(), nullable=nullable, index=index)
+
+
+class Tenant(SQLModel, table=True):
+    """An organisation: every other row belongs to exactly one tenant."""
+
+    __tablename__ = "tenant"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=200)
+    max_privacy_mode: str = Field(default=PrivacyMode.METADATA_ONLY.value, max_length=32)
+    created_ms: int = Field(sa_column=_bigint(nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key: only its SHA-256 is stored; the key itself is shown once at creation."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    role: str = Field(max_length=16)
+    key_hash: str = Field(unique=True, max_length=64)
+    created_ms: int = Field(sa_column=_bigint(nullable=False))
+    revoked_ms: int | None = Field(default=None, sa_column=_bigint())
+
+
+class EconomicEvent(SQLModel, table=True):
+    """One metered LLM exchange, with its owners, usage, cost and evidence."""
+
+    __tablename__ = "economic_event"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "event_id", name="uq_event_tenant_event_id"),
+        Index("ix_event_tenant_time", "tenant_id", "ts_ms"),
+    )
+
+    seq: int | None = Field(
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    )
+    tenant_id: int = Field(foreign_key="tenant.id")
+    event_id: str = Field(max_length=64)
+    ts_ms: int = Field(sa_column=_bigint(nullable=False))
+    received_ms: int = Field(sa_column=_bigint(nullable=False))
+
+    provider: str | None = Field(default=None, max_length=64)
+    operation: str | None = Field(default=None, max_length=32)
+    model_requested: str | None = Field(default=None, max_length=200)
+    model_used: str | None = Field(default=None, max_length=200)
+    model_original: str | None = Field(default=None, max_length=200)
+
+    input_tokens: int | None = Field(default=None, sa_column=_bigint())
+    output_tokens: int | None = Field(default=None, sa_column=_bigint())
+    cache_read_tokens: int | None = Field(default=None, sa_column=_bigint())
+    cache_write_tokens: int | None = Field(default=None, sa_column=_bigint())
+    reasoning_tokens: int | None = Field(default=None, sa_column=_bigint())
+
+    cost_picos: int | None = Field(default=None, sa_column=_bigint())
+    client_cost_picos: int | None = Field(default=None, sa_column=_bigint())
+    cost_mismatch: bool = False
+    cost_evidence: str = Field(max_length=32)
+    usage_evidence: str = Field(max_length=32)
+    price_version: str | None = Field(default=None, max_length=120)
+
+    policy_result: str = Field(default="allowed", max_length=16)
+    policy_reason: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
+    privacy_mode: str = Field(max_length=32)
+
+    department: str | None = Field(default=None, max_length=200)
+    project: str | None = Field(default=None, max_length=200)
+    client: str | None = Field(default=None, max_length=200)
+    employee: str | None = Field(default=None, max_length=200)
+    session: str | None = Field(default=None, max_length=200)
+    workflow: str | None = Field(default=None, max_length=200)
+    feature: str | None = Field(default=None, max_length=200)
+    customer: str | None = Field(default=None, max_length=200)
+    task_type: str | None = Field(default=None, max_length=200)
+
+    outcome: str | None = Field(default=None, max_length=16)
+    response_id: str | None = Field(default=None, max_length=200)
+    trace_id: str | None = Field(default=None, max_length=32)
+    span_id: str | None = Field(default=None, max_length=16)
+    attempt: int = 0
+    status_code: int | None = None
+    error_type: str | None = Field(default=None, max_length=200)
+    receipt_id: str | None = Field(default=None, max_length=64)
+    evidence_status: str = Field(default="pending", max_length=16)

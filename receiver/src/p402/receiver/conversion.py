@@ -1,0 +1,168 @@
+"""Spans → ledger records: a pure function, separate from HTTP and from the database.
+
+A span becomes an economic event when it is a P402 economic-event span (it carries
+``p402.event.id``) or a GenAI span with a model and an operation. Everything else is
+ignored and counted. The ledger's cost is computed here, deterministically from usage, model,
+timestamp and the receiver's price data; a provider-reported cost (e.g. OpenRouter) is the
+billed amount and wins. The client's own figure is kept beside it, and a disagreement flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from p402.instrumentation import vocabulary as v
+from p402.instrumentation.money import parse_usd, to_picos
+from p402.instrumentation.pricing import compute_cost, price_version
+from p402.instrumentation.usage import TokenUsage
+from p402.instrumentation.vocabulary import CostEvidence, PrivacyMode, UsageEvidence
+from p402.ledger.events import EventRecord
+from p402.receiver.otlp import PlainSpan
+
+__all__ = ["Conversion", "InvalidSpan", "convert_spans", "span_to_record"]
+
+
+class InvalidSpan(ValueError):
+    """An LLM span whose attributes cannot make a truthful event; the message says why."""
+
+
+@dataclass(slots=True)
+class Conversion:
+    records: list[EventRecord] = field(default_factory=list)
+    ignored: int = 0
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _is_llm_span(attributes: dict[str, Any]) -> bool:
+    if v.P402_EVENT_ID in attributes:
+        return True
+    has_model = v.GEN_AI_REQUEST_MODEL in attributes or v.GEN_AI_RESPONSE_MODEL in attributes
+    has_provider = v.GEN_AI_PROVIDER_NAME in attributes or v.GEN_AI_SYSTEM in attributes
+    return has_model and (v.GEN_AI_OPERATION_NAME in attributes or has_provider)
+
+
+def _count(attributes: dict[str, Any], key: str) -> int | None:
+    value = attributes.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidSpan(f"{key} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _text(attributes: dict[str, Any], key: str) -> str | None:
+    value = attributes.get(key)
+    return str(value) if value is not None and value != "" else None
+
+
+def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: Any) -> str:
+    value = attributes.get(key)
+    if value is None:
+        return str(default.value)
+    try:
+        return str(allowed(value).value)
+    except ValueError:
+        raise InvalidSpan(f"{key}={value!r} is not a known value") from None
+
+
+def span_to_record(span: PlainSpan, tenant_max_privacy: PrivacyMode) -> EventRecord:
+    """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
+    a = span.attributes
+    usage = TokenUsage(
+        input_tokens=_count(a, v.GEN_AI_USAGE_INPUT_TOKENS),
+        output_tokens=_count(a, v.GEN_AI_USAGE_OUTPUT_TOKENS),
+        cache_read_tokens=_count(a, v.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
+        cache_write_tokens=_count(a, v.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS),
+        reasoning_tokens=_count(a, v.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
+    )
+    provider = _text(a, v.GEN_AI_PROVIDER_NAME) or _text(a, v.GEN_AI_SYSTEM)
+    model_requested = _text(a, v.GEN_AI_REQUEST_MODEL)
+    model_used = _text(a, v.GEN_AI_RESPONSE_MODEL) or model_requested
+    ts_ms = span.start_ns // 1_000_000
+    default_evidence = UsageEvidence.PROVIDER_RESPONSE if usage.measured else UsageEvidence.MISSING
+    usage_evidence = _choice(a, v.P402_USAGE_EVIDENCE, UsageEvidence, default_evidence)
+
+    client_cost: Decimal | None = None
+    if (raw_cost := a.get(v.GEN_AI_USAGE_COST_AMOUNT)) is not None:
+        try:
+            client_cost = parse_usd(raw_cost)
+        except ValueError as error:
+            raise InvalidSpan(f"{v.GEN_AI_USAGE_COST_AMOUNT}: {error}") from None
+    provider_reported = a.get(v.GEN_AI_USAGE_COST_SOURCE) == v.CostSource.PROVIDER.value
+
+    cost: Decimal | None
+    if provider_reported and client_cost is not None:
+        cost, cost_evidence = client_cost, CostEvidence.PROVIDER_REPORTED
+    else:
+        cost = (
+            compute_cost(
+                usage,
+                model=model_used,
+                provider=provider or "",
+                at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),
+            )
+            if model_used
+            else None
+        )
+        cost_evidence = CostEvidence.COMPUTED if cost is not None else CostEvidence.UNPRICED
+
+    privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, PrivacyMode.METADATA_ONLY)
+    if PrivacyMode(privacy).rank > tenant_max_privacy.rank:
+        privacy = tenant_max_privacy.value
+
+    status_code = a.get(v.HTTP_RESPONSE_STATUS_CODE)
+    owners: dict[str, Any] = {
+        dimension: _text(a, v.owner_attribute(dimension)) for dimension in v.OWNER_DIMENSIONS
+    }
+    owners["session"] = owners["session"] or _text(a, v.GEN_AI_CONVERSATION_ID)
+    return EventRecord(
+        event_id=_text(a, v.P402_EVENT_ID) or f"{span.trace_id}{span.span_id}",
+        ts_ms=ts_ms,
+        usage_evidence=usage_evidence,
+        cost_evidence=cost_evidence.value,
+        privacy_mode=privacy,
+        provider=provider,
+        operation=_text(a, v.GEN_AI_OPERATION_NAME),
+        model_requested=model_requested,
+        model_used=model_used,
+        model_original=_text(a, v.P402_MODEL_ORIGINAL),
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost_picos=None if cost is None else to_picos(cost),
+        client_cost_picos=None if client_cost is None else to_picos(client_cost),
+        cost_mismatch=client_cost is not None and cost is not None and client_cost != cost,
+        price_version=price_version() if cost_evidence is CostEvidence.COMPUTED else None,
+        policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, v.PolicyResult.ALLOWED),
+        policy_reason=_text(a, v.P402_POLICY_REASON),
+        **owners,
+        response_id=_text(a, v.GEN_AI_RESPONSE_ID),
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        attempt=_count(a, v.P402_ATTEMPT) or 0,
+        status_code=status_code if isinstance(status_code, int) else None,
+        error_type=_text(a, v.ERROR_TYPE),
+    )
+
+
+def convert_spans(spans: Iterable[PlainSpan], tenant_max_privacy: PrivacyMode) -> Conversion:
+    """Records for the LLM spans among ``spans``; the rest ignored, the invalid rejected."""
+    result = Conversion()
+    for span in spans:
+        if not _is_llm_span(span.attributes):
+            result.ignored += 1
+            continue
+        try:
+            result.records.append(span_to_record(span, tenant_max_privacy))
+        except InvalidSpan as error:
+            result.rejected += 1
+            if len(result.errors) < 10:
+                result.errors.append(f"span {span.span_id}: {error}")
+    return result
