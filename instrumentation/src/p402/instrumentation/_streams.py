@@ -7,8 +7,9 @@ event is finished when the stream is exhausted, closed early, or fails.
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from functools import cache
 from typing import Any, Final, Protocol
 
@@ -18,6 +19,8 @@ from p402.instrumentation.vocabulary import UsageEvidence
 __all__ = ["BodyReader", "body_reader_for", "tap_response"]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
+
+_log = logging.getLogger(__name__)
 
 
 class BodyReader(Protocol):
@@ -63,19 +66,32 @@ class _Tap:
         self._done = False
 
     def feed(self, raw: bytes) -> None:
-        if not self._done:
-            decoded = self._decoder.decode(raw)
-            if decoded:
-                self._reader.feed(decoded)
+        if self._done:
+            return
+        try:
+            # httpx decoders return bytes; httpx2 decoders yield them.
+            self._forward(self._decoder.decode(raw))
+        except Exception:
+            # Metering must never break the application's stream: stop reading it.
+            _log.exception("P402 could not read a response stream; its usage is missing")
+            self._done = True
+            self._reader.close(complete=False)
+
+    def _forward(self, decoded: bytes | Iterable[bytes]) -> None:
+        for piece in (decoded,) if isinstance(decoded, bytes) else decoded:
+            if piece:
+                self._reader.feed(piece)
 
     def end(self, *, complete: bool) -> None:
         if self._done:
             return
         self._done = True
-        if complete:
-            tail = self._decoder.flush()
-            if tail:
-                self._reader.feed(tail)
+        try:
+            if complete:
+                self._forward(self._decoder.flush())
+        except Exception:
+            _log.exception("P402 could not finish reading a response stream")
+            complete = False
         self._reader.close(complete=complete)
 
 

@@ -6,7 +6,7 @@
 ``owner`` is a context manager and a decorator (sync and async functions), and nests: inner
 values override outer ones. It lives in a :mod:`contextvars` variable, so it follows
 ``asyncio`` tasks created inside it; threads started inside it see it when they run in a
-copied context (``contextvars.copy_context().run`` or ``loop.run_in_executor``). Values from
+copied context (``asyncio.to_thread`` or ``contextvars.copy_context().run``). Values from
 ``P402_OWNER_<DIMENSION>`` variables are the outermost defaults. The owner context is never
 sent to an LLM provider.
 """

@@ -1,0 +1,93 @@
+"""Settings from keywords and the P402_* environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from p402.instrumentation import ConfigurationError
+from p402.instrumentation.config import Enforcement, FailMode, P402Config
+from p402.instrumentation.providers import ProviderRegistry, ProviderRoute, parse_providers
+from p402.instrumentation.vocabulary import ApiFormat, PrivacyMode
+
+
+def test_defaults_without_environment():
+    config = P402Config.load({})
+    assert config.endpoint == "http://127.0.0.1:4318"
+    assert config.api_key is None
+    assert config.privacy_mode is PrivacyMode.METADATA_ONLY
+    assert config.enforcement is Enforcement.CACHED
+    assert config.fail_mode is FailMode.OPEN
+    assert config.providers == ()
+
+
+def test_environment_is_read_and_keywords_win():
+    env = {
+        "P402_ENDPOINT": "http://p402.internal:4318/",
+        "P402_API_KEY": "p402_env",
+        "P402_PRIVACY_MODE": "fingerprint_only",
+        "P402_ENFORCEMENT": "strict",
+        "P402_FAIL_MODE": "closed",
+        "P402_OWNER_DEPARTMENT": "legal",
+        "P402_PROVIDERS": "openai=http://127.0.0.1:8080/v1",
+    }
+    config = P402Config.load(env, api_key="p402_keyword")
+    assert config.endpoint == "http://p402.internal:4318"
+    assert config.api_key == "p402_keyword"
+    assert config.privacy_mode is PrivacyMode.FINGERPRINT_ONLY
+    assert config.enforcement is Enforcement.STRICT
+    assert config.fail_mode is FailMode.CLOSED
+    assert config.owner_defaults == {"department": "legal"}
+    assert config.providers == (("http://127.0.0.1:8080/v1", ProviderRoute("openai", "openai")),)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"P402_PRIVACY_MODE": "everything"}, "P402_PRIVACY_MODE='everything' is not one of"),
+        ({"P402_ENFORCEMENT": "hard"}, "P402_ENFORCEMENT='hard'"),
+        ({"P402_PROVIDERS": "vllm=http://gpu:8000/v1"}, "its format must be given as vllm:FORMAT"),
+        ({"P402_PROVIDERS": "openai"}, "is not NAME[:FORMAT]=BASE_URL"),
+        ({"P402_PROVIDERS": "x:grpc=http://h/v1"}, "unknown format 'grpc'"),
+        ({"P402_PROVIDERS": "openai=gpu-box:8000"}, "must start with http://"),
+    ],
+)
+def test_unusable_settings_are_refused_with_a_clear_message(env, message):
+    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        P402Config.load(env)
+
+
+def test_providers_spec_names_format_and_known_defaults():
+    entries = parse_providers(
+        "openai=http://127.0.0.1:8080/v1, vllm:openai=http://gpu-box:8000/v1,"
+        "anthropic=https://llm-gw.corp/anthropic"
+    )
+    assert entries == (
+        ("http://127.0.0.1:8080/v1", ProviderRoute("openai", ApiFormat.OPENAI)),
+        ("http://gpu-box:8000/v1", ProviderRoute("vllm", ApiFormat.OPENAI)),
+        ("https://llm-gw.corp/anthropic", ProviderRoute("anthropic", ApiFormat.ANTHROPIC)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://api.openai.com/v1/chat/completions", ("openai", "openai")),
+        ("https://eu.api.openai.com/v1/chat/completions", ("openai", "openai")),
+        ("https://acme.openai.azure.com/openai/deployments/x/chat/completions",
+         ("azure.ai.openai", "openai")),
+        ("https://api.anthropic.com/v1/messages", ("anthropic", "anthropic")),
+        ("https://generativelanguage.googleapis.com/v1/models/g:generateContent",
+         ("gcp.gemini", "gemini")),
+        ("https://openrouter.ai/api/v1/chat/completions", ("openrouter", "openai")),
+        ("http://gpu-box:8000/v1/chat/completions", ("vllm", "openai")),
+        ("http://gpu-box:8000/v10/chat/completions", None),
+        ("https://example.com/v1/chat/completions", None),
+    ],
+)
+def test_registry_maps_urls_to_provider_routes(url, expected):
+    import httpx
+
+    registry = ProviderRegistry(parse_providers("vllm:openai=http://gpu-box:8000/v1"))
+    parsed = httpx.URL(url)
+    route = registry.match(url, parsed.host, parsed.path)
+    assert (route and (route.name, route.format)) == (expected and expected)

@@ -1,0 +1,49 @@
+"""Enabling and disabling the instrumentation."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import httpx
+import httpx2
+
+from p402.instrumentation import P402Instrumentor
+
+ORIGINAL_SENDS = {
+    cls: cls.__dict__["send"]
+    for cls in (httpx.Client, httpx.AsyncClient, httpx2.Client, httpx2.AsyncClient)
+}
+
+
+def test_uninstrument_restores_every_send_exactly(spans):
+    instrumentor = P402Instrumentor()
+    instrumentor.instrument(tracer_provider=spans.provider)
+    assert all(cls.__dict__["send"] is not send for cls, send in ORIGINAL_SENDS.items())
+    instrumentor.uninstrument()
+    assert all(cls.__dict__["send"] is send for cls, send in ORIGINAL_SENDS.items())
+
+
+def test_instrumenting_twice_patches_once(instrument, spans, standin):
+    P402Instrumentor().instrument(tracer_provider=spans.provider)
+    with httpx2.Client() as client:
+        client.post(standin.url("/v1/chat/completions"), json={"model": "gpt-5-mini"})
+    assert len(spans.all()) == 1
+    assert not hasattr(httpx2.Client.send.__wrapped__, "__wrapped__")
+
+
+def test_the_opentelemetry_instrument_entry_point_names_p402():
+    (entry_point,) = [ep for ep in entry_points(group="opentelemetry_instrumentor")
+                      if ep.name == "p402"]
+    assert entry_point.load() is P402Instrumentor
+
+
+def test_spans_join_the_applications_current_trace(instrument, spans, standin):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    application = TracerProvider().get_tracer("app")
+    with application.start_as_current_span("handle request") as parent, httpx2.Client() as c:
+        c.post(standin.url("/v1/chat/completions"), json={"model": "gpt-5-mini"})
+    span = spans.one()
+    assert span.context is not None and span.parent is not None
+    assert span.context.trace_id == parent.get_span_context().trace_id
+    assert span.parent.span_id == parent.get_span_context().span_id
