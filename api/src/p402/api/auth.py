@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from litestar import Request
 from litestar.datastructures import State
-from sqlalchemy import Engine
 
+from p402.api.dependencies import LedgerEngine
 from p402.api.errors import ApiError
 from p402.ledger.keys import Identity, Role, resolve_key
 
@@ -24,7 +24,7 @@ def _presented_key(request: Request[object, object, State]) -> str | None:
     return None
 
 
-def provide_identity(request: Request[object, object, State], engine: Engine) -> Identity:
+def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
     key = _presented_key(request)
     if key is None:
         raise ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer KEY)")

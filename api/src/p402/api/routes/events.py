@@ -6,21 +6,20 @@ from typing import Annotated, Any
 
 from litestar import get
 from litestar.params import Parameter
-from sqlalchemy import Engine
 
+from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
 from p402.api.routes.filters import MAX_LIMIT
-from p402.ledger.events import EventFilter, InvalidCursor, list_events
-from p402.ledger.keys import Identity
+from p402.ledger.events import InvalidCursor, list_events
 
 __all__ = ["get_events"]
 
 
 @get("/v1/events", opt={"role": "read"}, tags=["events"], sync_to_thread=True)
 def get_events(
-    engine: Engine,
-    identity: Identity,
-    event_filter: EventFilter,
+    engine: LedgerEngine,
+    identity: CallerIdentity,
+    event_filter: QueryFilter,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Parameter(required=False)] = None,
 ) -> dict[str, Any]:

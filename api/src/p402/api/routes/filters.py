@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from p402.api.errors import ApiError
 from p402.ledger.clock import from_iso
@@ -50,7 +50,7 @@ def provide_event_filter(
     privacy_mode: _Text = None,
     from_: Annotated[
         str | None,
-        Parameter(query="from", required=False, description="ISO-8601 start (inclusive)"),
+        QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
     ] = None,
     to: Annotated[
         str | None, Parameter(required=False, description="ISO-8601 end (exclusive)")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from sqlalchemy import Engine
 
-from p402.ledger.keys import Identity
+from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.receiver.ingest import MAX_BODY_BYTES, PayloadTooLarge, ingest_traces
 
 __all__ = ["export_traces"]
@@ -21,7 +20,7 @@ __all__ = ["export_traces"]
     request_max_body_size=MAX_BODY_BYTES,
 )
 async def export_traces(
-    request: Request[object, object, State], engine: Engine, identity: Identity
+    request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
 ) -> Response[bytes]:
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:

@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 from litestar import get
 from litestar.params import Parameter
-from sqlalchemy import Engine
 
+from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
-from p402.ledger.events import GROUP_BY_DIMENSIONS, EventFilter, spend
-from p402.ledger.keys import Identity
+from p402.ledger.events import GROUP_BY_DIMENSIONS, spend
 
 __all__ = ["get_spend"]
 
@@ -30,9 +29,9 @@ def _dimensions(group_by: str | None) -> list[str]:
 
 @get("/v1/spend", opt={"role": "read"}, tags=["spend"], sync_to_thread=True)
 def get_spend(
-    engine: Engine,
-    identity: Identity,
-    event_filter: EventFilter,
+    engine: LedgerEngine,
+    identity: CallerIdentity,
+    event_filter: QueryFilter,
     group_by: Annotated[
         str | None,
         Parameter(required=False, description="comma-separated dimensions, e.g. department,model"),

@@ -1,0 +1,123 @@
+"""Spans → ledger records, as a pure function."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from p402.instrumentation.money import from_picos
+from p402.instrumentation.pricing import price_version
+from p402.instrumentation.vocabulary import PrivacyMode
+from p402.receiver.conversion import convert_spans
+from p402.receiver.otlp import PlainSpan
+
+# 2026-11-20T00:00:00Z, the manifest's pricing date
+START_NS = 1_763_596_800 * 10**9
+
+
+def _span(attributes: dict[str, object], span_id: str = "00000000000000a1") -> PlainSpan:
+    return PlainSpan(
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id=span_id,
+        name="chat gpt-5-mini",
+        start_ns=START_NS,
+        end_ns=START_NS + 10**9,
+        attributes=attributes,
+        resource={},
+    )
+
+
+P402_SPAN = {
+    "p402.event.id": "01a205fe-94f1-7db8-93b2-b90a90ed95f3",
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-5-mini",
+    "gen_ai.response.model": "gpt-5-mini-2025-08-07",
+    "gen_ai.usage.input_tokens": 1342,
+    "gen_ai.usage.output_tokens": 214,
+    "gen_ai.usage.cache_read.input_tokens": 1024,
+    "gen_ai.usage.cache_write.input_tokens": 0,
+    "gen_ai.usage.reasoning.output_tokens": 192,
+    "gen_ai.usage.cost.amount": "0.0005331",
+    "gen_ai.usage.cost.source": "local",
+    "p402.owner.department": "legal",
+    "p402.privacy.mode": "metadata_only",
+    "p402.usage.evidence": "provider_response",
+    "p402.attempt": 1,
+    "http.response.status_code": 200,
+}
+
+
+def test_a_p402_span_becomes_a_record_costed_by_the_receiver():
+    conversion = convert_spans([_span(P402_SPAN)], PrivacyMode.METADATA_ONLY)
+    (record,) = conversion.records
+    assert record.event_id == P402_SPAN["p402.event.id"]
+    assert record.ts_ms == START_NS // 10**6
+    assert record.model_requested == "gpt-5-mini"
+    assert record.model_used == "gpt-5-mini-2025-08-07"
+    assert (record.input_tokens, record.output_tokens) == (1342, 214)
+    assert from_picos(record.cost_picos or 0) == Decimal("0.0005331")
+    assert record.cost_evidence == "computed"
+    assert record.price_version == price_version()
+    assert record.cost_mismatch is False
+    assert record.department == "legal"
+    assert record.attempt == 1
+
+
+def test_a_client_cost_that_disagrees_is_kept_and_flagged():
+    span = _span({**P402_SPAN, "gen_ai.usage.cost.amount": "0.0009999"})
+    (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
+    assert from_picos(record.cost_picos or 0) == Decimal("0.0005331")
+    assert from_picos(record.client_cost_picos or 0) == Decimal("0.0009999")
+    assert record.cost_mismatch is True
+
+
+def test_a_provider_reported_cost_is_the_billed_amount():
+    span = _span(
+        {
+            **P402_SPAN,
+            "gen_ai.provider.name": "openrouter",
+            "gen_ai.response.model": "anthropic/claude-sonnet-4.5",
+            "gen_ai.usage.cost.amount": "0.000762",
+            "gen_ai.usage.cost.source": "provider",
+        }
+    )
+    (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
+    assert record.cost_evidence == "provider_reported"
+    assert from_picos(record.cost_picos or 0) == Decimal("0.000762")
+
+
+def test_non_llm_spans_are_ignored_and_counted():
+    conversion = convert_spans(
+        [_span({"http.request.method": "GET"}), _span(P402_SPAN)], PrivacyMode.METADATA_ONLY
+    )
+    assert (len(conversion.records), conversion.ignored, conversion.rejected) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("gen_ai.usage.input_tokens", -5),
+        ("gen_ai.usage.output_tokens", "many"),
+        ("gen_ai.usage.cost.amount", "free"),
+        ("p402.usage.evidence", "guessed"),
+    ],
+)
+def test_spans_that_cannot_make_a_truthful_event_are_rejected(attribute, value):
+    conversion = convert_spans([_span({**P402_SPAN, attribute: value})], PrivacyMode.METADATA_ONLY)
+    assert conversion.records == []
+    assert conversion.rejected == 1
+    assert attribute in conversion.errors[0]
+
+
+def test_a_privacy_mode_above_the_tenants_maximum_is_capped():
+    span = _span({**P402_SPAN, "p402.privacy.mode": "full_trace"})
+    (record,) = convert_spans([span], PrivacyMode.FINGERPRINT_ONLY).records
+    assert record.privacy_mode == "fingerprint_only"
+
+
+def test_a_span_without_p402_id_is_keyed_by_trace_and_span_id():
+    attributes = {k: v for k, v in P402_SPAN.items() if k != "p402.event.id"}
+    (record,) = convert_spans([_span(attributes)], PrivacyMode.METADATA_ONLY).records
+    assert record.event_id == "0af7651916cd43dd8448eb211c80319c00000000000000a1"
