@@ -1,6 +1,7 @@
 """A service that meters its OpenAI calls with P402.
 
-    P402_API_KEY=p402_... P402_ENDPOINT=http://127.0.0.1:4318 python examples/instrumented_service.py
+    export P402_API_KEY=p402_... P402_ENDPOINT=http://127.0.0.1:4318
+    python examples/instrumented_service.py
 
 Set OPENAI_BASE_URL (and map it in P402_PROVIDERS) to use a gateway instead of api.openai.com.
 """

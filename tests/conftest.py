@@ -16,9 +16,7 @@ from sqlmodel import SQLModel
 from p402.instrumentation.testing import StandInProvider
 from p402.ledger.database import connect, prepare_schema
 
-POSTGRES_SERVER = os.environ.get(
-    "P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_SERVER = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def _postgres_answers() -> bool:

@@ -25,8 +25,15 @@ def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
 
 
 def test_keys_create_prints_the_key_alone_on_stdout(database_url):
-    result = _run("keys", "create", "--tenant", "Acme Corp", "--role", "read",
-                  env={"P402_DATABASE_URL": database_url})
+    result = _run(
+        "keys",
+        "create",
+        "--tenant",
+        "Acme Corp",
+        "--role",
+        "read",
+        env={"P402_DATABASE_URL": database_url},
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("p402_")
@@ -40,8 +47,15 @@ def test_keys_create_prints_the_key_alone_on_stdout(database_url):
 
 
 def test_keys_create_refuses_an_unknown_role(database_url):
-    result = _run("keys", "create", "--tenant", "acme", "--role", "owner",
-                  env={"P402_DATABASE_URL": database_url})
+    result = _run(
+        "keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--role",
+        "owner",
+        env={"P402_DATABASE_URL": database_url},
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert "'owner' is not one of 'ingest', 'read', 'admin'" in result.stderr

@@ -57,22 +57,31 @@ def test_rejected_spans_are_reported_as_partial_success(client, keys, payload):
 
 
 def test_gzip_bodies_are_accepted(client, keys, payload):
-    response = _post(client, keys["ingest"], gzip.compress(payload(EVENT)),
-                     **{"content-encoding": "gzip"})
+    response = _post(
+        client, keys["ingest"], gzip.compress(payload(EVENT)), **{"content-encoding": "gzip"}
+    )
     assert response.status_code == 200
     total = client.get("/v1/spend", headers={"x-p402-api-key": keys["read"]}).json()["total"]
     assert total["events"] == 1
 
 
 def test_spend_answers_groups_and_total_in_the_spec_shape(client, keys, payload):
-    _post(client, keys["ingest"], payload(EVENT, {**EVENT, "p402.event.id": "second",
-                                                  "p402.owner.department": "sales"}))
+    _post(
+        client,
+        keys["ingest"],
+        payload(EVENT, {**EVENT, "p402.event.id": "second", "p402.owner.department": "sales"}),
+    )
     response = client.get(
         "/v1/spend?group_by=department,model", headers={"x-p402-api-key": keys["read"]}
     )
     body = response.json()
     assert list(body["data"][0])[:6] == [
-        "department", "model", "cost_usd", "events", "input_tokens", "output_tokens"
+        "department",
+        "model",
+        "cost_usd",
+        "events",
+        "input_tokens",
+        "output_tokens",
     ]
     assert {row["department"] for row in body["data"]} == {"legal", "sales"}
     assert body["total"]["events"] == 2
@@ -93,8 +102,9 @@ def test_another_tenant_sees_nothing(client, keys, payload):
 
 def test_missing_or_invalid_keys_answer_401(client, payload):
     for headers in ({}, {"x-p402-api-key": "p402_nope"}, {"authorization": "Bearer nope"}):
-        response = client.post("/v1/traces", content=payload(EVENT), headers={**PROTOBUF,
-                                                                             **headers})
+        response = client.post(
+            "/v1/traces", content=payload(EVENT), headers={**PROTOBUF, **headers}
+        )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
     assert client.get("/v1/events").status_code == 401
@@ -114,20 +124,32 @@ def test_bad_input_gets_its_status_and_the_server_stays_up(client, keys, payload
     key = keys["ingest"]
     cases = [
         (_post(client, key, b"\x0a\xff\xff\xff\xff\x0fgarbage"), 400, "malformed_payload"),
-        (_post(client, key, payload(EVENT), **{"content-type": "text/plain"}), 415,
-         "unsupported_media_type"),
-        (_post(client, key, gzip.compress(b"\0" * (17 * 1024 * 1024)),
-               **{"content-encoding": "gzip"}), 413, "payload_too_large"),
-        (_post(client, key, b"not gzip", **{"content-encoding": "gzip"}), 400,
-         "malformed_payload"),
+        (
+            _post(client, key, payload(EVENT), **{"content-type": "text/plain"}),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            _post(
+                client,
+                key,
+                gzip.compress(b"\0" * (17 * 1024 * 1024)),
+                **{"content-encoding": "gzip"},
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (_post(client, key, b"not gzip", **{"content-encoding": "gzip"}), 400, "malformed_payload"),
         (_post(client, key, b"x" * (17 * 1024 * 1024)), 413, "payload_too_large"),
     ]
     for response, status, code in cases:
         assert response.status_code == status, response.text
         assert response.json()["error"]["code"] == code
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/v1/spend", headers={"x-p402-api-key": keys["read"]}).json()[
-        "total"]["events"] == 0
+    assert (
+        client.get("/v1/spend", headers={"x-p402-api-key": keys["read"]}).json()["total"]["events"]
+        == 0
+    )
 
 
 def test_query_parameters_are_validated_with_clear_errors(client, keys):

@@ -70,9 +70,16 @@ def test_an_openai_call_becomes_an_exact_ledger_event(engine, database_url, serv
     application = TracerProvider(sampler=ALWAYS_OFF).get_tracer("app")
     try:
         client = OpenAI(base_url=standin.url("/v1"), api_key="sk-test")
-        with application.start_as_current_span("request"), owner(
-            department="legal", employee="alice", project="phoenix", session="sess_abc",
-            workflow="contract-review", task_type="contract_analysis",
+        with (
+            application.start_as_current_span("request"),
+            owner(
+                department="legal",
+                employee="alice",
+                project="phoenix",
+                session="sess_abc",
+                workflow="contract-review",
+                task_type="contract_analysis",
+            ),
         ):
             reply = client.chat.completions.create(
                 model="gpt-5-mini", messages=[{"role": "user", "content": CANARY}]
@@ -108,10 +115,14 @@ def test_an_openai_call_becomes_an_exact_ledger_event(engine, database_url, serv
     assert event["attempt"] == 0
     assert event["evidence_status"] == "pending"
     assert (event["department"], event["employee"], event["project"]) == (
-        "legal", "alice", "phoenix"
+        "legal",
+        "alice",
+        "phoenix",
     )
     assert (event["session"], event["workflow"], event["task_type"]) == (
-        "sess_abc", "contract-review", "contract_analysis"
+        "sess_abc",
+        "contract-review",
+        "contract_analysis",
     )
     assert str(event["timestamp"]).endswith("Z")
     assert spend["data"] == [

@@ -73,11 +73,15 @@ def test_providers_spec_names_format_and_known_defaults():
     [
         ("https://api.openai.com/v1/chat/completions", ("openai", "openai")),
         ("https://eu.api.openai.com/v1/chat/completions", ("openai", "openai")),
-        ("https://acme.openai.azure.com/openai/deployments/x/chat/completions",
-         ("azure.ai.openai", "openai")),
+        (
+            "https://acme.openai.azure.com/openai/deployments/x/chat/completions",
+            ("azure.ai.openai", "openai"),
+        ),
         ("https://api.anthropic.com/v1/messages", ("anthropic", "anthropic")),
-        ("https://generativelanguage.googleapis.com/v1/models/g:generateContent",
-         ("gcp.gemini", "gemini")),
+        (
+            "https://generativelanguage.googleapis.com/v1/models/g:generateContent",
+            ("gcp.gemini", "gemini"),
+        ),
         ("https://openrouter.ai/api/v1/chat/completions", ("openrouter", "openai")),
         ("http://gpu-box:8000/v1/chat/completions", ("vllm", "openai")),
         ("http://gpu-box:8000/v10/chat/completions", None),

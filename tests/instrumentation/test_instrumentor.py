@@ -32,8 +32,9 @@ def test_instrumenting_twice_patches_once(instrument, spans, standin):
 
 
 def test_the_opentelemetry_instrument_entry_point_names_p402():
-    (entry_point,) = [ep for ep in entry_points(group="opentelemetry_instrumentor")
-                      if ep.name == "p402"]
+    (entry_point,) = [
+        ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "p402"
+    ]
     assert entry_point.load() is P402Instrumentor
 
 

@@ -60,9 +60,7 @@ def test_metadata_only_spans_carry_no_content(instrument, spans, standin):
     assert all("Paris" not in str(value) for value in attributes.values())
 
 
-def test_owner_context_is_on_the_span_and_never_sent_to_the_provider(
-    instrument, spans, standin
-):
+def test_owner_context_is_on_the_span_and_never_sent_to_the_provider(instrument, spans, standin):
     client = OpenAI(base_url=standin.url("/v1"), api_key="test")
     with owner(department="legal", employee="alice", session="sess_abc", project="phoenix"):
         client.chat.completions.create(
@@ -112,9 +110,7 @@ def test_plain_http_clients_are_metered(instrument, spans, standin, client_modul
     assert attributes["gen_ai.usage.cost.amount"] == EXPECTED["expected_usd"]
 
 
-def test_streamed_json_body_is_metered_when_the_application_reads_it(
-    instrument, spans, standin
-):
+def test_streamed_json_body_is_metered_when_the_application_reads_it(instrument, spans, standin):
     with httpx2.Client() as client:
         request = client.build_request(
             "POST",
@@ -135,9 +131,7 @@ def test_requests_that_are_not_llm_calls_are_not_metered(instrument, spans, stan
     assert spans.all() == []
 
 
-def test_a_rate_limited_call_records_the_error_and_no_invented_cost(
-    instrument, spans, standin
-):
+def test_a_rate_limited_call_records_the_error_and_no_invented_cost(instrument, spans, standin):
     standin.fail_next(429)
     client = OpenAI(base_url=standin.url("/v1"), api_key="test", max_retries=0)
     with pytest.raises(RateLimitError):

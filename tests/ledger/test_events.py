@@ -92,9 +92,7 @@ def test_spend_groups_by_any_dimensions_with_totals(engine):
         ],
     )
     with engine.connect() as connection:
-        rows, total = spend(
-            connection, identity.tenant_id, EventFilter(), ["department", "model"]
-        )
+        rows, total = spend(connection, identity.tenant_id, EventFilter(), ["department", "model"])
         legal, _ = spend(
             connection, identity.tenant_id, EventFilter(equals={"department": "legal"}), ["model"]
         )
@@ -108,7 +106,9 @@ def test_spend_groups_by_any_dimensions_with_totals(engine):
 
 def test_listing_pages_newest_first_with_a_cursor(engine):
     identity, _ = create_key(engine, tenant="acme", role=Role.INGEST)
-    insert_events(engine, identity.tenant_id, [_record(f"e{i:02}", 100 + i // 2) for i in range(25)])
+    insert_events(
+        engine, identity.tenant_id, [_record(f"e{i:02}", 100 + i // 2) for i in range(25)]
+    )
     seen: list[str] = []
     cursor = None
     with engine.connect() as connection:
