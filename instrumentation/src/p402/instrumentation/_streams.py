@@ -1,35 +1,63 @@
-"""Reading a streamed response body as the application consumes it.
+"""Reading a response body as the application consumes it.
 
-The application's byte stream is wrapped, never buffered ahead: each chunk passes through
-unchanged and a copy is decoded (content-encoding) and fed to a :class:`BodyReader`. The
-event is finished when the stream is exhausted, closed early, or fails.
+The application's byte stream is wrapped, never read ahead: each chunk passes through and a
+decoded copy (content-encoding undone by a private decoder) goes to a reader that keeps only
+what metering needs, so memory stays flat in the stream's length. The event is finished when
+the stream is exhausted, closed early, or fails.
+
+Readers: :class:`SseReader` (server-sent events, any line ending; comment lines ignored),
+:class:`JsonArrayReader` (a JSON array streamed one object at a time, Gemini's default) and
+:class:`JsonBodyReader` (an ordinary JSON body read in chunks).
+
+When P402 added ``stream_options.include_usage`` to a request, the usage-only chunk it
+causes is taken out of the application's view: the wrapper then forwards decoded, filtered
+bytes and the response no longer declares a content-encoding.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from decimal import Decimal
 from functools import cache
 from typing import Any, Final, Protocol
 
 from p402.instrumentation._metering import Exchange
+from p402.instrumentation.formats import StreamAccumulator
 from p402.instrumentation.vocabulary import UsageEvidence
 
-__all__ = ["BodyReader", "body_reader_for", "tap_response"]
+__all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
+MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
 
 _log = logging.getLogger(__name__)
 
+# A blank line: two line terminators in a row, where a lone CR is not the start of CRLF.
+_BLANK_LINE: Final = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
+_JSON_TOKEN: Final = re.compile(rb'[{}\[\]"\\]')
+
 
 class BodyReader(Protocol):
-    def feed(self, chunk: bytes) -> None: ...
-    def close(self, *, complete: bool) -> None: ...
+    def feed(self, chunk: bytes) -> bytes:
+        """Read a decoded chunk; returns the bytes the application should see of it."""
+
+    def close(self, *, complete: bool) -> bytes:
+        """End of body (``complete`` when read to the end); returns any held-back bytes."""
+
+
+def _load(data: bytes | str) -> Any:
+    try:
+        return json.loads(data, parse_float=Decimal)
+    except ValueError:
+        return None
 
 
 class JsonBodyReader:
-    """A non-SSE body read in chunks (``send(stream=True)``): parsed once complete."""
+    """A non-streamed body read in chunks (``send(stream=True)``): parsed once complete."""
 
     __slots__ = ("_chunks", "_exchange", "_size", "_status")
 
@@ -39,60 +67,207 @@ class JsonBodyReader:
         self._chunks: list[bytes] = []
         self._size = 0
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bytes:
         self._size += len(chunk)
         if self._size <= MAX_BUFFERED_JSON_BYTES:
             self._chunks.append(chunk)
+        return chunk
 
-    def close(self, *, complete: bool) -> None:
+    def close(self, *, complete: bool) -> bytes:
         if complete and self._size <= MAX_BUFFERED_JSON_BYTES:
             self._exchange.finish_with_body(self._status, b"".join(self._chunks))
         else:
             self._exchange.finish(self._status, None, UsageEvidence.MISSING)
+        return b""
 
 
-def body_reader_for(exchange: Exchange, status_code: int, content_type: str) -> BodyReader:
-    return JsonBodyReader(exchange, status_code)
+class _StreamReader:
+    """Shared ending of the streaming readers."""
+
+    def __init__(self, exchange: Exchange, status_code: int, accumulator: StreamAccumulator):
+        self._exchange = exchange
+        self._status = status_code
+        self._accumulator = accumulator
+
+    def _finish(self, complete: bool) -> None:
+        self._exchange.finish_stream(self._status, self._accumulator, complete=complete)
+
+
+class SseReader(_StreamReader):
+    """Server-sent events, parsed incrementally; ``hide`` drops events from the app's view."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        status_code: int,
+        accumulator: StreamAccumulator,
+        hide: Callable[[Any], bool] | None = None,
+    ) -> None:
+        super().__init__(exchange, status_code, accumulator)
+        self._hide = hide
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buffer = self._buffer + chunk
+        forwarded: list[bytes] = []
+        start = 0
+        while match := _BLANK_LINE.search(buffer, start):
+            if match.end() == len(buffer) and buffer.endswith(b"\r"):
+                break  # maybe the first half of a CRLF: wait for the next chunk
+            if self._event(buffer[start : match.start()]):
+                forwarded.append(buffer[start : match.end()])
+            start = match.end()
+        self._buffer = buffer[start:]
+        if len(self._buffer) > MAX_EVENT_BYTES:  # not SSE after all: stop holding it
+            forwarded.append(self._buffer)
+            self._buffer = b""
+        return b"".join(forwarded)
+
+    def close(self, *, complete: bool) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        if rest.strip() and complete and not self._event(rest):
+            rest = b""
+        self._finish(complete)
+        return rest
+
+    def _event(self, raw: bytes) -> bool:
+        """Read one event; whether the application should see it."""
+        name: str | None = None
+        data: list[str] = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            if not line or line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                name = value
+        if not data:
+            return True
+        text = "\n".join(data)
+        if text.strip() == "[DONE]":
+            self._accumulator.finished = True
+            return True
+        payload = _load(text)
+        if not isinstance(payload, dict):
+            return True
+        self._accumulator.on_event(name, payload)
+        return not (self._hide and self._hide(payload))
+
+
+class JsonArrayReader(_StreamReader):
+    """A JSON array streamed element by element: each top-level object is one event."""
+
+    def __init__(self, exchange: Exchange, status_code: int, accumulator: StreamAccumulator):
+        super().__init__(exchange, status_code, accumulator)
+        self._depth = 0
+        self._in_string = False
+        self._escaped_at: int | None = None  # index in the chunk of an escaped character
+        self._current = bytearray()
+
+    def feed(self, chunk: bytes) -> bytes:
+        position = 0
+        for match in _JSON_TOKEN.finditer(chunk):
+            token = match.group()
+            index = match.start()
+            if index == self._escaped_at:
+                continue
+            if self._in_string:
+                if token == b"\\":
+                    self._escaped_at = index + 1
+                elif token == b'"':
+                    self._in_string = False
+                continue
+            if token == b'"':
+                self._in_string = True
+            elif token in b"{[":
+                if self._depth == 1 and token == b"{":
+                    position = index
+                    self._current.clear()
+                self._depth += 1
+            elif token in b"}]":
+                self._depth -= 1
+                if self._depth == 1 and token == b"}":
+                    self._current += chunk[position : index + 1]
+                    self._element(bytes(self._current))
+                    self._current.clear()
+                    position = len(chunk)
+        self._escaped_at = 0 if self._escaped_at == len(chunk) else None
+        if self._depth >= 2:
+            self._current += chunk[position:]
+        return chunk
+
+    def _element(self, raw: bytes) -> None:
+        payload = _load(raw)
+        if isinstance(payload, dict):
+            self._accumulator.on_event(None, payload)
+
+    def close(self, *, complete: bool) -> bytes:
+        self._finish(complete)
+        return b""
+
+
+def body_reader_for(exchange: Exchange, response: Any) -> BodyReader:
+    status = response.status_code
+    content_type = response.headers.get("content-type", "").lower()
+    if status >= 400:
+        return JsonBodyReader(exchange, status)
+    accumulator = exchange.format.stream_accumulator(
+        exchange.endpoint, collect_text=exchange.captures_content
+    )
+    if content_type.startswith("text/event-stream"):
+        return SseReader(exchange, status, accumulator, exchange.hide_event)
+    if exchange.request_facts.stream and content_type.startswith("application/json"):
+        return JsonArrayReader(exchange, status, accumulator)
+    return JsonBodyReader(exchange, status)
 
 
 class _Tap:
-    """Shared bookkeeping of the sync and async wrappers."""
+    """Feeds a decoded copy of each chunk to a reader; in rewrite mode returns the reader's
+    output for the application instead of the raw chunk."""
 
-    __slots__ = ("_decoder", "_done", "_reader")
+    __slots__ = ("_decoder", "_done", "_reader", "rewrite")
 
-    def __init__(self, reader: BodyReader, decoder: Any) -> None:
+    def __init__(self, reader: BodyReader, decoder: Any, *, rewrite: bool) -> None:
         self._reader = reader
         self._decoder = decoder
         self._done = False
+        self.rewrite = rewrite
 
-    def feed(self, raw: bytes) -> None:
+    def feed(self, raw: bytes) -> bytes:
         if self._done:
-            return
+            return raw
         try:
-            # httpx decoders return bytes; httpx2 decoders yield them.
-            self._forward(self._decoder.decode(raw))
+            forwarded = [self._reader.feed(piece) for piece in self._decode(raw)]
         except Exception:
             # Metering must never break the application's stream: stop reading it.
             _log.exception("P402 could not read a response stream; its usage is missing")
             self._done = True
             self._reader.close(complete=False)
+            return raw
+        return b"".join(forwarded) if self.rewrite else raw
 
-    def _forward(self, decoded: bytes | Iterable[bytes]) -> None:
-        for piece in (decoded,) if isinstance(decoded, bytes) else decoded:
-            if piece:
-                self._reader.feed(piece)
+    def _decode(self, raw: bytes) -> Iterable[bytes]:
+        # httpx decoders return bytes; httpx2 decoders yield them.
+        decoded = self._decoder.decode(raw)
+        return [decoded] if isinstance(decoded, bytes) else list(decoded)
 
-    def end(self, *, complete: bool) -> None:
+    def end(self, *, complete: bool) -> bytes:
         if self._done:
-            return
+            return b""
         self._done = True
+        forwarded: list[bytes] = []
         try:
             if complete:
-                self._forward(self._decoder.flush())
+                flushed = self._decoder.flush()
+                pieces = [flushed] if isinstance(flushed, bytes) else list(flushed)
+                forwarded = [self._reader.feed(piece) for piece in pieces if piece]
         except Exception:
             _log.exception("P402 could not finish reading a response stream")
             complete = False
-        self._reader.close(complete=complete)
+        forwarded.append(self._reader.close(complete=complete))
+        return b"".join(forwarded) if self.rewrite else b""
 
 
 class _TappedSync:
@@ -106,11 +281,14 @@ class _TappedSync:
         complete = False
         try:
             for chunk in self._inner:
-                self._tap.feed(chunk)
-                yield chunk
+                forwarded = self._tap.feed(chunk)
+                if forwarded:
+                    yield forwarded
             complete = True
         finally:
-            self._tap.end(complete=complete)
+            rest = self._tap.end(complete=complete)
+        if rest:
+            yield rest
 
     def close(self) -> None:
         try:
@@ -130,11 +308,14 @@ class _TappedAsync:
         complete = False
         try:
             async for chunk in self._inner:
-                self._tap.feed(chunk)
-                yield chunk
+                forwarded = self._tap.feed(chunk)
+                if forwarded:
+                    yield forwarded
             complete = True
         finally:
-            self._tap.end(complete=complete)
+            rest = self._tap.end(complete=complete)
+        if rest:
+            yield rest
 
     async def aclose(self) -> None:
         try:
@@ -152,12 +333,14 @@ def _wrapper_class(base: type, is_async: bool) -> type:
 
 def tap_response(exchange: Exchange, response: Any, *, is_async: bool) -> None:
     """Wrap ``response.stream`` so the exchange finishes as the application reads it."""
-    reader = body_reader_for(
-        exchange, response.status_code, response.headers.get("content-type", "")
-    )
+    reader = body_reader_for(exchange, response)
     # A private decoder of the response's own content-encoding, independent of the one
     # the application's reads use.
     decoder = type(response)(200, headers=response.headers)._get_content_decoder()
+    rewrite = exchange.hide_event is not None and isinstance(reader, SseReader)
+    if rewrite and "content-encoding" in response.headers:
+        del response.headers["content-encoding"]
     module = sys.modules[type(response).__module__.split(".")[0]]
     base = module.AsyncByteStream if is_async else module.SyncByteStream
-    response.stream = _wrapper_class(base, is_async)(response.stream, _Tap(reader, decoder))
+    tap = _Tap(reader, decoder, rewrite=rewrite)
+    response.stream = _wrapper_class(base, is_async)(response.stream, tap)

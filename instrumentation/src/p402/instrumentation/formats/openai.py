@@ -7,26 +7,35 @@ OpenAI-compatible gateway. Usage conventions: chat ``prompt_tokens`` already inc
 ``input_tokens`` / ``output_tokens`` with the same inclusions. OpenAI bills no cache writes,
 so a reported usage has ``cache_write_tokens`` 0 unless a gateway reports them.
 OpenRouter adds the billed USD amount as ``usage.cost``.
+
+Streams: chat completion chunks carry usage only in a last chunk with ``choices: []``, and
+only when the request asked for ``stream_options.include_usage``; the Responses API sends
+the whole response, usage included, in ``response.completed`` / ``.incomplete`` / ``.failed``.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from p402.instrumentation.formats._types import (
     Endpoint,
     JsonObject,
+    Message,
     RequestFacts,
     ResponseFacts,
+    StreamAccumulator,
     as_int,
+    as_list,
     as_object,
     as_str,
+    content_parts,
+    text_message,
 )
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import Operation
 
-__all__ = ["OpenAIFormat"]
+__all__ = ["CHAT_COMPLETIONS", "OpenAIFormat", "is_usage_only_chunk"]
 
 CHAT_COMPLETIONS: Final = Endpoint(Operation.CHAT, "chat_completions")
 RESPONSES: Final = Endpoint(Operation.CHAT, "responses")
@@ -38,6 +47,9 @@ _BY_SUFFIX: Final = (
     ("/responses", RESPONSES),
     ("/completions", COMPLETIONS),
     ("/embeddings", EMBEDDINGS),
+)
+_RESPONSE_DONE_EVENTS: Final = frozenset(
+    {"response.completed", "response.incomplete", "response.failed"}
 )
 
 
@@ -73,6 +85,104 @@ def _provider_cost(usage: JsonObject) -> Decimal | None:
     return Decimal(cost)
 
 
+def _responses_finish_reason(body: JsonObject) -> str | None:
+    status = as_str(body.get("status"))
+    if status == "completed":
+        return "stop"
+    if status == "incomplete":
+        reason = as_str(as_object(body.get("incomplete_details")).get("reason"))
+        return "length" if reason == "max_output_tokens" else reason or status
+    return status
+
+
+def _choice_finish_reasons(body: JsonObject) -> tuple[str, ...]:
+    return tuple(
+        reason
+        for choice in as_list(body.get("choices"))
+        if (reason := as_str(as_object(choice).get("finish_reason")))
+    )
+
+
+def is_usage_only_chunk(data: JsonObject) -> bool:
+    """The final chat chunk that ``stream_options.include_usage`` adds: no choices, usage."""
+    return data.get("choices") == [] and isinstance(data.get("usage"), dict)
+
+
+class _ChatStream:
+    """Chat completion chunks: model and id on every chunk, usage on the last one."""
+
+    def __init__(self, collect_text: bool) -> None:
+        self.finished = False
+        self._collect = collect_text
+        self._model: str | None = None
+        self._id: str | None = None
+        self._finish: dict[int, str] = {}
+        self._usage: JsonObject = {}
+        self._texts: dict[int, list[str]] = {}
+
+    def on_event(self, name: str | None, data: JsonObject) -> None:
+        self._model = as_str(data.get("model")) or self._model
+        self._id = as_str(data.get("id")) or self._id
+        for choice in as_list(data.get("choices")):
+            choice = as_object(choice)
+            index = as_int(choice.get("index")) or 0
+            if reason := as_str(choice.get("finish_reason")):
+                self._finish[index] = reason
+            if self._collect:
+                delta = as_object(choice.get("delta"))
+                text = delta.get("content") or as_object(choice).get("text")
+                if isinstance(text, str) and text:
+                    self._texts.setdefault(index, []).append(text)
+        if isinstance(usage := data.get("usage"), dict):
+            self._usage = usage
+
+    def facts(self) -> ResponseFacts:
+        return ResponseFacts(
+            model=self._model,
+            response_id=self._id,
+            finish_reasons=tuple(self._finish[i] for i in sorted(self._finish)),
+            usage=_usage(CHAT_COMPLETIONS, self._usage) if self._usage else TokenUsage(),
+            provider_cost=_provider_cost(self._usage),
+        )
+
+    def output_messages(self) -> list[Message]:
+        return [
+            text_message("assistant", ["".join(self._texts[i])], self._finish.get(i))
+            for i in sorted(self._texts)
+        ]
+
+
+class _ResponsesStream:
+    """Responses API events: the final ``response.*`` event carries the whole response."""
+
+    def __init__(self, collect_text: bool) -> None:
+        self.finished = False
+        self._collect = collect_text
+        self._response: JsonObject = {}
+        self._texts: list[str] = []
+
+    def on_event(self, name: str | None, data: JsonObject) -> None:
+        kind = name or as_str(data.get("type"))
+        if isinstance(response := data.get("response"), dict):
+            self._response = response
+        if kind in _RESPONSE_DONE_EVENTS:
+            self.finished = True
+        elif (
+            self._collect
+            and kind == "response.output_text.delta"
+            and isinstance(delta := data.get("delta"), str)
+        ):
+            self._texts.append(delta)
+
+    def facts(self) -> ResponseFacts:
+        return OpenAIFormat().response_facts(RESPONSES, self._response)
+
+    def output_messages(self) -> list[Message]:
+        if self.finished:
+            return OpenAIFormat().output_messages(RESPONSES, self._response)
+        return [text_message("assistant", ["".join(self._texts)])] if self._texts else []
+
+
 class OpenAIFormat:
     """Reads OpenAI-format exchanges; see the module docstring."""
 
@@ -98,11 +208,7 @@ class OpenAIFormat:
             finish = _responses_finish_reason(body)
             finish_reasons = (finish,) if finish else ()
         else:
-            finish_reasons = tuple(
-                reason
-                for choice in body.get("choices") or ()
-                if (reason := as_str(as_object(choice).get("finish_reason")))
-            )
+            finish_reasons = _choice_finish_reasons(body)
         usage = as_object(body.get("usage"))
         return ResponseFacts(
             model=as_str(body.get("model")),
@@ -112,12 +218,54 @@ class OpenAIFormat:
             provider_cost=_provider_cost(usage),
         )
 
+    def stream_accumulator(self, endpoint: Endpoint, *, collect_text: bool) -> StreamAccumulator:
+        if endpoint is RESPONSES:
+            return _ResponsesStream(collect_text)
+        return _ChatStream(collect_text)
 
-def _responses_finish_reason(body: JsonObject) -> str | None:
-    status = as_str(body.get("status"))
-    if status == "completed":
-        return "stop"
-    if status == "incomplete":
-        reason = as_str(as_object(body.get("incomplete_details")).get("reason"))
-        return "length" if reason == "max_output_tokens" else reason or status
-    return status
+    def input_messages(self, endpoint: Endpoint, body: JsonObject) -> list[Message]:
+        messages: list[Message] = []
+        if endpoint is RESPONSES:
+            if isinstance(instructions := body.get("instructions"), str):
+                messages.append(text_message("system", [instructions]))
+            items: Any = body.get("input")
+            if isinstance(items, str):
+                return [*messages, text_message("user", [items])]
+            for item in as_list(items):
+                item = as_object(item)
+                if "role" in item:
+                    parts = content_parts(item.get("content"))
+                    messages.append({"role": str(item["role"]), "parts": parts})
+            return messages
+        if endpoint is EMBEDDINGS or endpoint is COMPLETIONS:
+            key = "input" if endpoint is EMBEDDINGS else "prompt"
+            raw = body.get(key)
+            texts = (
+                [raw] if isinstance(raw, str) else [t for t in as_list(raw) if isinstance(t, str)]
+            )
+            return [text_message("user", texts)] if texts else []
+        for message in as_list(body.get("messages")):
+            message = as_object(message)
+            parts = content_parts(message.get("content"))
+            messages.append({"role": str(message.get("role", "user")), "parts": parts})
+        return messages
+
+    def output_messages(self, endpoint: Endpoint, body: JsonObject) -> list[Message]:
+        if endpoint is EMBEDDINGS:
+            return []
+        if endpoint is RESPONSES:
+            texts = [
+                str(part.get("text"))
+                for item in as_list(body.get("output"))
+                if as_object(item).get("type") == "message"
+                for part in map(as_object, as_list(as_object(item).get("content")))
+                if isinstance(part.get("text"), str)
+            ]
+            return [text_message("assistant", texts, _responses_finish_reason(body))]
+        messages = []
+        for choice in map(as_object, as_list(body.get("choices"))):
+            message = as_object(choice.get("message"))
+            text = message.get("content") if message else choice.get("text")
+            texts = [text] if isinstance(text, str) else []
+            messages.append(text_message("assistant", texts, as_str(choice.get("finish_reason"))))
+        return messages

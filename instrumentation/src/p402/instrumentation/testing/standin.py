@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,27 @@ def _fixture_for(path: str, body: dict[str, Any]) -> str | None:
     return None
 
 
+def _sse_events(payload: bytes) -> list[bytes]:
+    return [event for event in payload.replace(b"\r\n", b"\n").split(b"\n\n") if event.strip()]
+
+
+def _as_json_array(sse: bytes) -> bytes:
+    """Gemini's stream without ``alt=sse``: the same chunks as one JSON array."""
+    chunks = [event.removeprefix(b"data: ") for event in _sse_events(sse)]
+    return b"[" + b",\r\n".join(chunks) + b"]"
+
+
+def _asks_for_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _without_usage_chunk(sse: bytes) -> bytes:
+    """An OpenAI chat stream as sent without ``stream_options.include_usage``."""
+    kept = [event for event in _sse_events(sse) if b'"choices":[]' not in event]
+    return b"".join(event + b"\n\n" for event in kept)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
@@ -79,7 +101,13 @@ class _Handler(BaseHTTPRequestHandler):
         headers.setdefault(
             "content-type", "text/event-stream" if name.endswith(".sse") else "application/json"
         )
-        self._send(failure or 200, headers, fixture_bytes(name))
+        payload = fixture_bytes(name)
+        if name == "gemini_stream.sse" and "alt=sse" not in self.path:
+            headers["content-type"] = "application/json"
+            payload = _as_json_array(payload)
+        elif name == "openai_chat_stream.sse" and not _asks_for_usage(parsed):
+            payload = _without_usage_chunk(payload)
+        self._send(failure or 200, headers, payload)
 
     def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
         self.send_response(status)
@@ -87,7 +115,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        # Streams arrive in several pieces, as from a real server.
+        step = 97 if headers.get("content-type", "").startswith("text/event-stream") else 0
+        for start in range(0, len(payload), step or len(payload) or 1):
+            self.wfile.write(payload[start : start + (step or len(payload))])
+            self.wfile.flush()
+            if step and self.server.stream_pause():
+                time.sleep(self.server.stream_pause())
 
 
 class _Server(ThreadingHTTPServer):
@@ -101,6 +135,9 @@ class _Server(ThreadingHTTPServer):
         with self._provider._lock:
             self._provider.requests.append(request)
 
+    def stream_pause(self) -> float:
+        return self._provider.stream_pause
+
     def owner_next_failure(self) -> int | None:
         with self._provider._lock:
             return self._provider._failures.popleft() if self._provider._failures else None
@@ -113,6 +150,8 @@ class StandInProvider:
         self._lock = threading.Lock()
         self._failures: deque[int] = deque()
         self.requests: list[RecordedRequest] = []
+        self.stream_pause = 0.0
+        """Seconds to wait between the pieces of a stream (to hold a stream open)."""
         self._server = _Server(self, host, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="p402-standin-provider", daemon=True
