@@ -8,8 +8,9 @@ span once the response body has been read, the stream ended, or the request fail
 from __future__ import annotations
 
 import json
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -21,13 +22,17 @@ from p402.instrumentation.formats import (
     FORMATS,
     Endpoint,
     ExchangeFormat,
+    Message,
     RequestFacts,
     ResponseFacts,
+    StreamAccumulator,
 )
+from p402.instrumentation.formats.openai import CHAT_COMPLETIONS, is_usage_only_chunk
 from p402.instrumentation.ids import new_event_id
 from p402.instrumentation.money import usd_str
 from p402.instrumentation.owner import current_owner
 from p402.instrumentation.pricing import compute_cost, price_version
+from p402.instrumentation.privacy import ContentPolicy
 from p402.instrumentation.providers import ProviderRegistry, ProviderRoute
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import (
@@ -54,12 +59,14 @@ from p402.instrumentation.vocabulary import (
     P402_ATTEMPT,
     P402_COST_EVIDENCE,
     P402_EVENT_ID,
+    P402_EVENT_SIGNATURE,
     P402_POLICY_RESULT,
     P402_PRICE_VERSION,
     P402_PRIVACY_MODE,
     P402_USAGE_EVIDENCE,
     SERVER_ADDRESS,
     SERVER_PORT,
+    ApiFormat,
     CostEvidence,
     CostSource,
     PolicyResult,
@@ -103,6 +110,20 @@ def _request_body(request: HttpRequest) -> Mapping[str, Any]:
     return load_json(content) or {}
 
 
+def replace_request_body(request: Any, body: Mapping[str, Any]) -> None:
+    """Send ``body`` (JSON) instead of the request's own, with a matching Content-Length."""
+    data = json.dumps(body, separators=(",", ":"), default=str).encode()
+    module = sys.modules[type(request).__module__.split(".")[0]]
+    request._content = data
+    request.stream = module.ByteStream(data)
+    request.headers["content-length"] = str(len(data))
+
+
+def _asks_for_stream_usage(body: Mapping[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, Mapping) and options.get("include_usage") is True
+
+
 def _attempt(headers: Mapping[str, str]) -> int:
     value = headers.get(RETRY_COUNT_HEADER)
     return int(value) if value is not None and value.isdigit() else 0
@@ -111,9 +132,10 @@ def _attempt(headers: Mapping[str, str]) -> int:
 class Meter:
     """Opens an :class:`Exchange` for each metered request; ``None`` for everything else."""
 
-    def __init__(self, config: P402Config, tracer: Tracer) -> None:
+    def __init__(self, config: P402Config, tracer: Tracer, content: ContentPolicy) -> None:
         self.config = config
         self.tracer = tracer
+        self.content = content
         self.registry = ProviderRegistry(config.providers)
 
     def begin(self, request: HttpRequest) -> Exchange | None:
@@ -127,11 +149,30 @@ class Meter:
         endpoint = exchange_format.endpoint(url.path)
         if endpoint is None:
             return None
-        facts = exchange_format.request_facts(endpoint, url.path, _request_body(request))
+        body = _request_body(request)
+        facts = exchange_format.request_facts(endpoint, url.path, body)
         # Owner context never travels to a provider, not even through OTel baggage.
         if "baggage" in request.headers:
             del request.headers["baggage"]
-        return Exchange(self, route, exchange_format, endpoint, facts, request)
+        hide_event = None
+        if (
+            facts.stream
+            and endpoint is CHAT_COMPLETIONS
+            and route.format is ApiFormat.OPENAI
+            and self.config.include_stream_usage
+            and not _asks_for_stream_usage(body)
+        ):
+            options = body.get("stream_options")
+            options = dict(options) if isinstance(options, Mapping) else {}
+            replace_request_body(
+                request, {**body, "stream_options": {**options, "include_usage": True}}
+            )
+            hide_event = is_usage_only_chunk
+        exchange = Exchange(self, route, exchange_format, endpoint, facts, request)
+        exchange.hide_event = hide_event
+        if self.content.captures_content:
+            exchange.inputs = exchange_format.input_messages(endpoint, body)
+        return exchange
 
 
 class Exchange:
@@ -141,6 +182,8 @@ class Exchange:
         "_ended",
         "endpoint",
         "format",
+        "hide_event",
+        "inputs",
         "meter",
         "request_facts",
         "route",
@@ -163,6 +206,8 @@ class Exchange:
         self.endpoint = endpoint
         self.request_facts = facts
         self._ended = False
+        self.hide_event: Callable[[Any], bool] | None = None
+        self.inputs: list[Message] = []
         started_ns = time.time_ns()
         self.started_at = datetime.fromtimestamp(started_ns / 1e9, tz=UTC)
         url = request.url
@@ -191,14 +236,36 @@ class Exchange:
             name, kind=SpanKind.CLIENT, attributes=attributes, start_time=started_ns
         )
 
+    @property
+    def captures_content(self) -> bool:
+        return self.meter.content.captures_content
+
     def finish_with_body(self, status_code: int, body: bytes) -> None:
         """Close the event from a complete, decoded response body."""
         parsed = load_json(body) if status_code < 400 else None
         facts = self.format.response_facts(self.endpoint, parsed) if parsed else None
-        self.finish(status_code, facts, UsageEvidence.PROVIDER_RESPONSE)
+        outputs = (
+            self.format.output_messages(self.endpoint, parsed)
+            if parsed and self.captures_content
+            else []
+        )
+        self.finish(status_code, facts, UsageEvidence.PROVIDER_RESPONSE, outputs)
+
+    def finish_stream(
+        self, status_code: int, accumulator: StreamAccumulator, *, complete: bool
+    ) -> None:
+        """Close the event from what a stream delivered before it ended or was closed."""
+        final = complete or accumulator.finished
+        outputs = accumulator.output_messages() if self.captures_content else []
+        evidence = UsageEvidence.STREAM_FINAL if final else UsageEvidence.STREAM_INCOMPLETE
+        self.finish(status_code, accumulator.facts(), evidence, outputs)
 
     def finish(
-        self, status_code: int | None, facts: ResponseFacts | None, evidence: UsageEvidence
+        self,
+        status_code: int | None,
+        facts: ResponseFacts | None,
+        evidence: UsageEvidence,
+        outputs: list[Message] | None = None,
     ) -> None:
         """Record the outcome and end the span; later calls do nothing."""
         if self._ended:
@@ -230,7 +297,13 @@ class Exchange:
         ):
             if count is not None:
                 span.set_attribute(key, count)
-        self._record_cost(usage, facts)
+        self._record_cost(usage, facts, evidence)
+        content = self.meter.content
+        if content.captures_content:
+            span.set_attributes(content.attributes(self.inputs, outputs or []))
+        if content.signs_events:
+            signature = content.sign(getattr(span, "attributes", None) or {})
+            span.set_attribute(P402_EVENT_SIGNATURE, signature)
         span.end()
 
     def fail(self, error: BaseException) -> None:
@@ -241,9 +314,15 @@ class Exchange:
         self.span.set_status(StatusCode.ERROR, str(error))
         self.finish(None, None, UsageEvidence.MISSING)
 
-    def _record_cost(self, usage: TokenUsage, facts: ResponseFacts | None) -> None:
+    def _record_cost(
+        self, usage: TokenUsage, facts: ResponseFacts | None, usage_evidence: UsageEvidence
+    ) -> None:
         span = self.span
         span.set_attribute(P402_PRICE_VERSION, price_version())
+        if usage_evidence is UsageEvidence.STREAM_INCOMPLETE:
+            # A partial count would understate what the provider bills: no cost at all.
+            span.set_attribute(P402_COST_EVIDENCE, CostEvidence.UNPRICED.value)
+            return
         if facts is not None and facts.provider_cost is not None:
             cost: Decimal | None = facts.provider_cost
             source, evidence = CostSource.PROVIDER, CostEvidence.PROVIDER_REPORTED

@@ -1,8 +1,8 @@
 """The instrumentation's settings: keywords to ``instrument()`` over ``P402_*`` variables.
 
-=========================  ================================  ==========================
+=========================  ================================  =======================================
 keyword                    environment                       default
-=========================  ================================  ==========================
+=========================  ================================  =======================================
 ``endpoint``               ``P402_ENDPOINT``                 ``http://127.0.0.1:4318``
 ``api_key``                ``P402_API_KEY``                  none
 ``privacy_mode``           ``P402_PRIVACY_MODE``             ``metadata_only``
@@ -11,24 +11,47 @@ keyword                    environment                       default
 ``fail_mode``              ``P402_FAIL_MODE``                ``open``
 ``owner_defaults``         ``P402_OWNER_<DIMENSION>``        none
 ``include_stream_usage``   ``P402_INCLUDE_STREAM_USAGE``     ``true``
-=========================  ================================  ==========================
+``spool_dir``              ``P402_SPOOL_DIR``                ``$XDG_CACHE_HOME/p402/spool/<hash>``
+``spool_max_bytes``        ``P402_SPOOL_MAX_BYTES``          ``67108864`` (64 MiB)
+``fingerprint_key``        ``P402_FINGERPRINT_KEY``          derived from the API key
+``signing_key``            ``P402_SIGNING_KEY``              derived from the API key
+``redact_patterns``        ``P402_REDACT_PATTERNS``          none (a JSON array of regexes)
+=========================  ================================  =======================================
+
+``spool_dir`` holds the batches of events the endpoint could not take yet (see
+:mod:`p402.instrumentation._spool`); by default it is ``~/.cache/p402/spool/`` (or
+``$XDG_CACHE_HOME/p402/spool/``) followed by a short hash of the endpoint. Processes may
+share a directory, even with different endpoints or API keys. ``spool_max_bytes`` bounds it
+(``0`` turns the spool off): beyond it, undeliverable events are dropped with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from p402.instrumentation.exceptions import ConfigurationError
 from p402.instrumentation.providers import ProviderRoute, parse_providers
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS, PrivacyMode
 
-__all__ = ["DEFAULT_ENDPOINT", "Enforcement", "FailMode", "P402Config"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_SPOOL_MAX_BYTES",
+    "Enforcement",
+    "FailMode",
+    "P402Config",
+    "default_spool_dir",
+]
 
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:4318"
+DEFAULT_SPOOL_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
 class Enforcement(StrEnum):
@@ -62,6 +85,45 @@ def _flag(value: str, setting: str) -> bool:
     raise ConfigurationError(f"{setting}={value!r} is not a boolean (true or false)")
 
 
+def _byte_count(value: object, setting: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        count = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        count = int(value.strip())
+    else:
+        count = -1
+    if count < 0:
+        raise ConfigurationError(f"{setting}={value!r} is not a number of bytes (0 or more)")
+    return count
+
+
+def _patterns(value: str) -> tuple[str, ...]:
+    try:
+        patterns = json.loads(value)
+    except ValueError:
+        patterns = None
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigurationError(
+            f"P402_REDACT_PATTERNS={value!r} is not a JSON array of regular expressions"
+        )
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigurationError(
+                f"P402_REDACT_PATTERNS: {pattern!r} is not a regular expression ({error})"
+            ) from None
+    return tuple(patterns)
+
+
+def default_spool_dir(endpoint: str, environ: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/p402/spool/<hash of endpoint>``, ``~/.cache`` without the variable."""
+    env = os.environ if environ is None else environ
+    cache = env.get("XDG_CACHE_HOME", "")
+    base = Path(cache) if os.path.isabs(cache) else Path.home() / ".cache"
+    return base / "p402" / "spool" / hashlib.sha256(endpoint.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class P402Config:
     endpoint: str = DEFAULT_ENDPOINT
@@ -72,6 +134,11 @@ class P402Config:
     fail_mode: FailMode = FailMode.OPEN
     owner_defaults: Mapping[str, str] = field(default_factory=dict)
     include_stream_usage: bool = True
+    spool_dir: Path | None = None  # None: default_spool_dir(endpoint); load() always sets it
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    fingerprint_key: str | None = None
+    signing_key: str | None = None
+    redact_patterns: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **keywords: Any) -> P402Config:
@@ -86,7 +153,7 @@ class P402Config:
                 return keywords[name]
             return env.get(variable) or None
 
-        endpoint = pick("endpoint", "P402_ENDPOINT") or DEFAULT_ENDPOINT
+        endpoint = str(pick("endpoint", "P402_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         providers = pick("providers", "P402_PROVIDERS") or ()
         if isinstance(providers, str):
             providers = parse_providers(providers)
@@ -99,8 +166,13 @@ class P402Config:
         stream_usage = pick("include_stream_usage", "P402_INCLUDE_STREAM_USAGE")
         if isinstance(stream_usage, str):
             stream_usage = _flag(stream_usage, "P402_INCLUDE_STREAM_USAGE")
+        spool_dir = pick("spool_dir", "P402_SPOOL_DIR")
+        redact_patterns = pick("redact_patterns", "P402_REDACT_PATTERNS") or ()
+        if isinstance(redact_patterns, str):
+            redact_patterns = _patterns(redact_patterns)
+        spool_max_bytes = pick("spool_max_bytes", "P402_SPOOL_MAX_BYTES")
         return cls(
-            endpoint=str(endpoint).rstrip("/"),
+            endpoint=endpoint,
             api_key=pick("api_key", "P402_API_KEY"),
             privacy_mode=_choice(
                 PrivacyMode,
@@ -117,5 +189,16 @@ class P402Config:
                 FailMode, pick("fail_mode", "P402_FAIL_MODE") or FailMode.OPEN, "P402_FAIL_MODE"
             ),
             owner_defaults=owner_defaults,
+            fingerprint_key=pick("fingerprint_key", "P402_FINGERPRINT_KEY"),
+            signing_key=pick("signing_key", "P402_SIGNING_KEY"),
+            redact_patterns=tuple(redact_patterns),
             include_stream_usage=True if stream_usage is None else bool(stream_usage),
+            spool_dir=(
+                Path(spool_dir).expanduser() if spool_dir else default_spool_dir(endpoint, env)
+            ),
+            spool_max_bytes=(
+                DEFAULT_SPOOL_MAX_BYTES
+                if spool_max_bytes is None
+                else _byte_count(spool_max_bytes, "P402_SPOOL_MAX_BYTES")
+            ),
         )

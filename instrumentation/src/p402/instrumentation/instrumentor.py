@@ -23,8 +23,10 @@ from opentelemetry.trace import get_tracer
 from p402.instrumentation._metering import Meter
 from p402.instrumentation._patches import patch_clients, unpatch_clients
 from p402.instrumentation._pipeline import build_tracer_provider
+from p402.instrumentation._threads import patch_threads, unpatch_threads
 from p402.instrumentation.config import P402Config
 from p402.instrumentation.package import _instruments
+from p402.instrumentation.privacy import content_policy
 from p402.instrumentation.version import __version__
 
 __all__ = ["P402Instrumentor"]
@@ -47,11 +49,20 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
         if tracer_provider is None:
             tracer_provider = self._own_provider = build_tracer_provider(config)
         tracer = get_tracer("p402.instrumentation", __version__, tracer_provider=tracer_provider)
-        self._meter = Meter(config, tracer)
+        content = content_policy(
+            config.privacy_mode,
+            api_key=config.api_key,
+            fingerprint_key=config.fingerprint_key,
+            signing_key=config.signing_key,
+            redact_patterns=config.redact_patterns,
+        )
+        self._meter = Meter(config, tracer, content)
         self._patched = patch_clients(self._meter)
+        patch_threads()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         unpatch_clients(self._patched)
+        unpatch_threads()
         self._patched = []
         self._meter = None
         if self._own_provider is not None:

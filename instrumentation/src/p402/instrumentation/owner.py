@@ -5,8 +5,8 @@
 
 ``owner`` is a context manager and a decorator (sync and async functions), and nests: inner
 values override outer ones. It lives in a :mod:`contextvars` variable, so it follows
-``asyncio`` tasks created inside it; threads started inside it see it when they run in a
-copied context (``asyncio.to_thread`` or ``contextvars.copy_context().run``). Values from
+``asyncio`` tasks created inside it; while P402 is instrumented, threads and executor tasks
+started inside it see it too. Values from
 ``P402_OWNER_<DIMENSION>`` variables are the outermost defaults. The owner context is never
 sent to an LLM provider.
 """
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, TypeVar, cast
 
-__all__ = ["current_owner", "owner"]
+__all__ = ["current_owner", "owner", "owner_values"]
 
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 _current: ContextVar[Mapping[str, str]] = ContextVar("p402_owner", default=_EMPTY)
@@ -31,6 +32,16 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def current_owner() -> Mapping[str, str]:
     """The owner values in force here (without environment defaults)."""
     return _current.get()
+
+
+@contextmanager
+def owner_values(values: Mapping[str, str]) -> Iterator[None]:
+    """Run with exactly ``values`` as the owner context (not merged with the current one)."""
+    token = _current.set(values)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 class owner:

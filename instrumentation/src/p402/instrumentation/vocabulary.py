@@ -48,6 +48,7 @@ P402_PRIVACY_MODE: Final = "p402.privacy.mode"
 P402_CONTENT_FINGERPRINT_INPUT: Final = "p402.content.fingerprint.input"
 P402_CONTENT_FINGERPRINT_OUTPUT: Final = "p402.content.fingerprint.output"
 P402_ATTEMPT: Final = "p402.attempt"
+P402_EVENT_SIGNATURE: Final = "p402.event.signature"
 
 OWNER_DIMENSIONS: Final = (
     "department",
