@@ -1,0 +1,627 @@
+"""What metering an LLM call costs the application: P402 against stock OpenTelemetry.
+
+    uv run python benchmarks/instrumentation_overhead.py            # ~1.5 minutes, 2 cores
+    uv run python benchmarks/instrumentation_overhead.py --help     # calls, rounds, warm-up
+    uv run python benchmarks/instrumentation_overhead.py --profile 300   # + P402 hot spots
+
+What is measured. The same real ``openai`` SDK call (``client.chat.completions.create(
+model="gpt-5-mini", messages=[...])``, once non-streaming and once streaming with
+``stream_options={"include_usage": True}``, iterating the whole stream) against a local
+``StandInProvider``, in three configurations:
+
+``baseline``
+    uninstrumented;
+``stock OTel``
+    ``HTTPX2ClientInstrumentor`` (the openai SDK runs on httpx2) with an SDK
+    ``TracerProvider`` + ``BatchSpanProcessor(OTLPSpanExporter(...))``;
+``P402``
+    ``P402Instrumentor().instrument(endpoint=..., api_key=..., providers=...)``, i.e. P402's
+    own always-on batch + OTLP/HTTP pipeline.
+
+Both instrumented variants export over OTLP/HTTP to the same real P402 receiver (the API
+server on a temporary SQLite ledger), which stores P402's economic events and ignores the
+stock instrumentor's plain HTTP spans.
+
+How the client side is isolated. The stand-in provider and the receiver each run in their
+own subprocess (this script re-run with ``--serve standin|receiver``), so
+``time.process_time_ns()`` of this process counts only the client: the openai SDK, httpx2,
+the instrumentation and the export (the span processor's thread, or the flushing thread,
+runs in this process, so protobuf encoding and the HTTP POST are included). The stand-in
+process turns Nagle's algorithm off (see ``_serve``): otherwise every non-streaming call
+waits ~40 ms for a delayed ACK and latency measures that stall.
+
+One measurement, a *block*: instrument the variant, make a few untimed calls and flush them,
+then ``K`` timed calls, then ``force_flush()`` (P402) or ``provider.force_flush()`` (stock)
+*inside* the CPU measurement, so exporting the block's spans is charged to it; then
+uninstrument. Each call is also timed with ``time.perf_counter_ns()``: the block's export
+happens in the closing flush, after the calls, so latency is the hot path only.
+
+Rounds. The machine is assumed noisy, so the variants are interleaved in rounds (the order
+rotates every round: ABC, BCA, CAB, ...) and every figure is the median over rounds, in us:
+
+``CPU/call``
+    process CPU of the block (calls + closing flush) / K;
+``+CPU``, ``+p50``, ``+p95``
+    the overhead: median over rounds of (variant - baseline of the same round);
+``IQR +CPU``
+    interquartile range over rounds of the CPU overhead: when it is wide compared with the
+    overhead, the figure is noise-limited; run more ``--rounds``;
+``flush``
+    the part of ``CPU/call`` spent in the closing flush, i.e. (nearly all of) the export;
+    ``CPU/call - flush`` is what the application's own thread pays per call;
+``x base``
+    median over rounds of variant / baseline CPU;
+``p50``, ``p95``
+    percentiles of the per-call wall-clock latency within a round.
+
+Below each table, a cross-check (the overhead between the best round of each variant, which
+is less sensitive to other load on the machine) and the ratio stock overhead / P402 overhead.
+Then the targets: P402 adds <= 100 us of CPU per call (export included) and <= 50 us to the
+median latency, and its CPU overhead is at least 3x smaller than the stock instrumentor's.
+PASS/MISS is informational; the script exits 0 either way. Finally the ledger is asked
+(``GET /v1/spend?group_by=model``) how many economic events arrived, so a mode P402 does not
+meter (yet) shows. Absolute times only compare within one run, on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import logging
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+MODES = ("non-streaming", "streaming")
+MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
+MODEL = "gpt-5-mini"
+
+TARGET_CPU_US = 100.0
+TARGET_P50_US = 50.0
+TARGET_RATIO = 3.0
+
+
+# --------------------------------------------------------------------------- the servers
+
+
+def _serve(role: str) -> None:
+    """Child process: run one server, print its coordinates as JSON, stop at stdin EOF."""
+    if role == "standin":
+        import socketserver
+
+        from p402.instrumentation.testing import StandInProvider
+
+        # The stand-in writes the response headers and the body in two send() calls; with
+        # Nagle's algorithm on, the body then waits for the client's delayed ACK (~40 ms on
+        # Linux) and the non-streaming call measures that stall. This process only.
+        socketserver.StreamRequestHandler.disable_nagle_algorithm = True
+
+        with StandInProvider() as standin:
+            print(json.dumps({"url": standin.base_url}), flush=True)
+            sys.stdin.readline()
+        return
+
+    from p402.api import create_app
+    from p402.api.server import BackgroundServer
+    from p402.ledger.database import connect
+    from p402.ledger.keys import Role, create_key
+
+    with tempfile.TemporaryDirectory(prefix="p402-bench-") as directory:
+        engine = connect(f"sqlite:///{directory}/p402.db")
+        app = create_app(engine)  # prepares the schema
+        _, ingest_key = create_key(engine, tenant="bench", role=Role.INGEST)
+        _, read_key = create_key(engine, tenant="bench", role=Role.READ)
+        with BackgroundServer(app) as server:
+            info = {"url": server.url, "ingest_key": ingest_key, "read_key": read_key}
+            print(json.dumps(info), flush=True)
+            sys.stdin.readline()
+        engine.dispose()
+
+
+@contextmanager
+def _server_process(role: str) -> Iterator[dict[str, str]]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", role],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {role} server process did not start")
+        yield json.loads(line)
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --------------------------------------------------------------------------- the variants
+
+
+class Variant(Protocol):
+    name: str
+
+    def setup(self) -> None: ...
+    def flush(self) -> None: ...
+    def teardown(self) -> None: ...
+
+
+class Baseline:
+    name = "baseline"
+
+    def setup(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+
+class StockOTel:
+    name = "stock OTel"
+
+    def __init__(self, receiver: str, api_key: str) -> None:
+        from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
+        self._endpoint = f"{receiver}/v1/traces"
+        self._headers = {"x-p402-api-key": api_key}
+        self._instrumentor = HTTPX2ClientInstrumentor()
+        self._provider: Any = None
+
+    def setup(self) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self._provider = TracerProvider(resource=Resource.create())
+        exporter = OTLPSpanExporter(endpoint=self._endpoint, headers=self._headers)
+        self._provider.add_span_processor(BatchSpanProcessor(exporter))
+        self._instrumentor.instrument(tracer_provider=self._provider)
+
+    def flush(self) -> None:
+        if not self._provider.force_flush():
+            raise RuntimeError("stock OTel: force_flush timed out")
+
+    def teardown(self) -> None:
+        self._instrumentor.uninstrument()
+        self._provider.shutdown()
+        self._provider = None
+
+
+class P402:
+    name = "P402"
+
+    def __init__(self, receiver: str, api_key: str, provider_url: str) -> None:
+        from p402.instrumentation import P402Instrumentor
+
+        self._instrumentor = P402Instrumentor()
+        self._kwargs = {
+            "endpoint": receiver,
+            "api_key": api_key,
+            "providers": f"openai={provider_url}",
+        }
+
+    def setup(self) -> None:
+        self._instrumentor.instrument(**self._kwargs)
+
+    def flush(self) -> None:
+        if not self._instrumentor.force_flush():
+            raise RuntimeError("P402: force_flush timed out")
+
+    def teardown(self) -> None:
+        self._instrumentor.uninstrument()
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _call_function(client: Any, mode: str) -> Callable[[], None]:
+    create = client.chat.completions.create
+
+    def plain() -> None:
+        create(model=MODEL, messages=MESSAGES)
+
+    def streamed() -> None:
+        with create(
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        ) as stream:
+            for _ in stream:
+                pass
+
+    return plain if mode == "non-streaming" else streamed
+
+
+@dataclass
+class Block:
+    cpu_per_call_us: float
+    flush_per_call_us: float
+    p50_us: float
+    p95_us: float
+
+
+@dataclass
+class Results:
+    blocks: dict[tuple[str, str], list[Block]] = field(default_factory=dict)
+    calls: dict[tuple[str, str], int] = field(default_factory=dict)
+    failures: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, mode: str, variant: str, block: Block) -> None:
+        self.blocks.setdefault((mode, variant), []).append(block)
+
+    def count(self, mode: str, variant: str, calls: int) -> None:
+        self.calls[mode, variant] = self.calls.get((mode, variant), 0) + calls
+
+    def attempt(self, mode: str, variant: Variant, run: Callable[[], Block]) -> Block | None:
+        """Run one block; a variant that raises is reported and left out from then on."""
+        if (mode, variant.name) in self.failures:
+            return None
+        try:
+            return run()
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            self.failures[mode, variant.name] = reason
+            print(f"  {variant.name}, {mode}: FAILED, left out from now on ({reason})")
+            return None
+
+
+def _percentile(sorted_values: list[int], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return float(sorted_values[index])
+
+
+def run_block(call: Callable[[], None], variant: Variant, calls: int, untimed: int) -> Block:
+    variant.setup()
+    try:
+        for _ in range(untimed):
+            call()
+        variant.flush()  # the untimed calls' spans are not charged to the block
+        gc.collect()
+        latencies: list[int] = []
+        append = latencies.append
+        clock = time.perf_counter_ns
+        cpu_start = time.process_time_ns()
+        for _ in range(calls):
+            start = clock()
+            call()
+            append(clock() - start)
+        cpu_flush_start = time.process_time_ns()
+        variant.flush()
+        cpu_end = time.process_time_ns()
+    finally:
+        variant.teardown()
+    latencies.sort()
+    return Block(
+        cpu_per_call_us=(cpu_end - cpu_start) / calls / 1000,
+        flush_per_call_us=(cpu_end - cpu_flush_start) / calls / 1000,
+        p50_us=_percentile(latencies, 0.50) / 1000,
+        p95_us=_percentile(latencies, 0.95) / 1000,
+    )
+
+
+class _ExportProblems(logging.Handler):
+    """Collects the warnings and errors OpenTelemetry and P402 log (failed exports, drops)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.name}: {record.getMessage()}")
+
+
+def _sanity_check_stock(client: Any, provider_url: str) -> int:
+    """Spans the stock instrumentor makes for one call of each mode (expected: 2)."""
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    instrumentor = HTTPX2ClientInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        for mode in MODES:
+            _call_function(client, mode)()
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    return len(memory.get_finished_spans())
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _iqr(values: list[float]) -> float:
+    if len(values) < 4:
+        return max(values) - min(values)
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[2] - quartiles[0]
+
+
+@dataclass
+class Summary:
+    cpu: float
+    p50: float
+    p95: float
+    cpu_ratio: float
+    cpu_added: float
+    p50_added: float
+    p95_added: float
+    cpu_added_iqr: float
+    cpu_best: float
+    flush: float
+
+
+def summarise(baseline: list[Block], blocks: list[Block]) -> Summary:
+    # Paired by round; a variant that failed part-way has fewer blocks than the baseline.
+    pairs = list(zip(baseline, blocks, strict=False))
+    cpu_added = [b.cpu_per_call_us - a.cpu_per_call_us for a, b in pairs]
+    return Summary(
+        cpu=_median([b.cpu_per_call_us for b in blocks]),
+        p50=_median([b.p50_us for b in blocks]),
+        p95=_median([b.p95_us for b in blocks]),
+        cpu_ratio=_median([b.cpu_per_call_us / a.cpu_per_call_us for a, b in pairs]),
+        cpu_added=_median(cpu_added),
+        p50_added=_median([b.p50_us - a.p50_us for a, b in pairs]),
+        p95_added=_median([b.p95_us - a.p95_us for a, b in pairs]),
+        cpu_added_iqr=_iqr(cpu_added),
+        cpu_best=min(b.cpu_per_call_us for b in blocks),
+        flush=_median([b.flush_per_call_us for b in blocks]),
+    )
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _ratio_text(stock: float, p402: float) -> tuple[str, bool]:
+    if p402 <= 0:
+        return ("inf (P402 overhead <= 0)" if stock > 0 else "n/a"), stock > 0
+    ratio = stock / p402
+    return f"{ratio:.1f}x", ratio >= TARGET_RATIO
+
+
+def report(results: Results, variants: list[str], calls: int, rounds: int) -> None:
+    na = "n/a"
+    targets: dict[str, list[str]] = {"cpu": [], "p50": [], "ratio": []}
+    for mode in MODES:
+        baseline = results.blocks.get((mode, "baseline"), [])
+        summaries = {
+            name: summarise(baseline, results.blocks[mode, name])
+            for name in variants
+            if baseline and results.blocks.get((mode, name))
+        }
+        print()
+        print(f"{mode}: {calls} calls/block x {rounds} rounds, medians over rounds (us)")
+        header = (
+            f"  {'variant':<11}{'CPU/call':>10}{'+CPU':>9}{'IQR +CPU':>10}{'flush':>8}{'x base':>8}"
+            f"{'p50':>10}{'+p50':>9}{'p95':>10}{'+p95':>9}  rounds"
+        )
+        print(header)
+        print("  " + "-" * (len(header) - 2))
+        for name in variants:
+            s = summaries.get(name)
+            measured = len(results.blocks.get((mode, name), []))
+            failure = results.failures.get((mode, name))
+            note = f"  {measured}" + (f" (then failed: {failure})" if failure else "")
+            if s is None:
+                print(f"  {name:<11}{'no figures':>10}{note}")
+            elif name == "baseline":
+                print(
+                    f"  {name:<11}{s.cpu:>10.1f}{'-':>9}{'-':>10}{'-':>8}{1.0:>8.2f}"
+                    f"{s.p50:>10.1f}{'-':>9}{s.p95:>10.1f}{'-':>9}{note}"
+                )
+            else:
+                print(
+                    f"  {name:<11}{s.cpu:>10.1f}{s.cpu_added:>+9.1f}{s.cpu_added_iqr:>10.1f}"
+                    f"{s.flush:>8.1f}{s.cpu_ratio:>8.2f}{s.p50:>10.1f}{s.p50_added:>+9.1f}"
+                    f"{s.p95:>10.1f}{s.p95_added:>+9.1f}{note}"
+                )
+        base = summaries.get("baseline")
+        if base is not None and len(summaries) > 1:
+            best = ", ".join(
+                f"{name} {s.cpu_best - base.cpu_best:+.1f}"
+                for name, s in summaries.items()
+                if name != "baseline"
+            )
+            print(f"  cross-check, CPU overhead between the best rounds: {best}")
+        p402, stock = summaries.get("P402"), summaries.get("stock OTel")
+        if p402 is None:
+            targets["cpu"].append(na)
+            targets["p50"].append(na)
+        else:
+            targets["cpu"].append(
+                f"{p402.cpu_added:+.1f} us {_verdict(p402.cpu_added <= TARGET_CPU_US)}"
+            )
+            targets["p50"].append(
+                f"{p402.p50_added:+.1f} us {_verdict(p402.p50_added <= TARGET_P50_US)}"
+            )
+        if p402 is None or stock is None:
+            targets["ratio"].append(na)
+        else:
+            ratio, ratio_ok = _ratio_text(stock.cpu_added, p402.cpu_added)
+            print(f"  CPU overhead, stock OTel / P402: {ratio}")
+            targets["ratio"].append(f"{ratio} {_verdict(ratio_ok)}")
+
+    print()
+    print("targets (informational)")
+    rows = [
+        (f"P402 CPU overhead <= {TARGET_CPU_US:.0f} us/call (export incl.)", targets["cpu"]),
+        (f"P402 p50 latency overhead <= {TARGET_P50_US:.0f} us", targets["p50"]),
+        (f"stock / P402 CPU overhead >= {TARGET_RATIO:.0f}x", targets["ratio"]),
+    ]
+    print(f"  {'target':<48}" + "".join(f"{mode:>26}" for mode in MODES))
+    for label, values in rows:
+        print(f"  {label:<48}" + "".join(f"{value:>26}" for value in values))
+
+
+def _ledger_events(receiver: dict[str, str]) -> list[dict[str, Any]]:
+    import httpx
+
+    with httpx.Client(
+        base_url=receiver["url"], headers={"x-p402-api-key": receiver["read_key"]}
+    ) as api:
+        response = api.get("/v1/spend", params={"group_by": "model"})
+        response.raise_for_status()
+        rows: list[dict[str, Any]] = response.json()["data"]
+    return rows
+
+
+def profile_p402(
+    client: Any, receiver: dict[str, str], provider_url: str, calls: int, top: int
+) -> None:
+    """cProfile ``calls`` P402-metered calls per mode (flush included); print the top entries."""
+    variant = P402(receiver["url"], receiver["ingest_key"], provider_url)
+    for mode in MODES:
+        call = _call_function(client, mode)
+        variant.setup()
+        try:
+            for _ in range(5):
+                call()
+            variant.flush()
+            profiler = cProfile.Profile(time.process_time)  # CPU, not time spent waiting
+            profiler.enable()
+            for _ in range(calls):
+                call()
+            variant.flush()
+            profiler.disable()
+        finally:
+            variant.teardown()
+        print()
+        print(f"cProfile (process CPU time), P402, {mode}, {calls} calls and the closing flush,")
+        print("main thread only. Entries from p402 / opentelemetry / wrapt, by cumulative time:")
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("cumulative").print_stats(r"p402|opentelemetry|wrapt", top)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--calls", type=int, default=100, help="timed calls per block (<= 2048)")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds of interleaved blocks")
+    parser.add_argument("--warmup", type=int, default=100, help="warm-up calls per variant")
+    parser.add_argument(
+        "--untimed", type=int, default=3, help="untimed calls at the start of every block"
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="afterwards, cProfile N P402-metered calls per mode and print the hot spots",
+    )
+    parser.add_argument("--serve", choices=["standin", "receiver"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args.serve)
+        return
+    if not 1 <= args.calls <= 2048:
+        parser.error("--calls must be between 1 and 2048 (the BatchSpanProcessor queue size)")
+
+    from openai import OpenAI
+
+    problems = _ExportProblems()
+    for name in ("opentelemetry", "p402"):
+        logging.getLogger(name).addHandler(problems)
+
+    with (
+        tempfile.TemporaryDirectory(prefix="p402-bench-spool-") as spool,
+        _server_process("standin") as standin,
+        _server_process("receiver") as receiver,
+    ):
+        # Batches P402 could not deliver would otherwise be left in ~/.cache/p402/spool/,
+        # under the hash of this run's random receiver port, forever.
+        os.environ.setdefault("P402_SPOOL_DIR", spool)
+        provider_url = f"{standin['url']}/v1"
+        client = OpenAI(base_url=provider_url, api_key="x", max_retries=0)
+        variants: list[Variant] = [
+            Baseline(),
+            StockOTel(receiver["url"], receiver["ingest_key"]),
+            P402(receiver["url"], receiver["ingest_key"], provider_url),
+        ]
+        names = [variant.name for variant in variants]
+        results = Results()
+        print(f"stand-in provider {standin['url']}, P402 receiver {receiver['url']}")
+        print(f"stock OTel sanity check: {_sanity_check_stock(client, provider_url)} spans (2)")
+
+        started = time.monotonic()
+        print(f"warm-up: {args.warmup} calls per variant and mode")
+        for mode in MODES:
+            call = _call_function(client, mode)
+            for variant in variants:
+                warm = max(1, args.warmup)
+                if results.attempt(mode, variant, partial(run_block, call, variant, warm, 0)):
+                    results.count(mode, variant.name, warm)
+
+        for round_index in range(args.rounds):
+            shift = round_index % len(variants)
+            order = variants[shift:] + variants[:shift]
+            for mode in MODES:
+                call = _call_function(client, mode)
+                for variant in order:
+                    run = partial(run_block, call, variant, args.calls, args.untimed)
+                    block = results.attempt(mode, variant, run)
+                    if block is not None:
+                        results.add(mode, variant.name, block)
+                        results.count(mode, variant.name, args.calls + args.untimed)
+            print(
+                f"  round {round_index + 1}/{args.rounds} done "
+                f"({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+
+        report(results, names, args.calls, args.rounds)
+
+        print()
+        expected = {mode: results.calls.get((mode, "P402"), 0) for mode in MODES}
+        print(
+            "ledger check (economic events from the P402 variant; expected "
+            + ", ".join(f"{count} {mode}" for mode, count in expected.items())
+            + "):"
+        )
+        rows = _ledger_events(receiver)
+        if not rows:
+            print("  no events in the ledger")
+        for row in rows:
+            print(f"  model {row.get('model')!s:<28} events {row.get('events')}")
+        if problems.messages:
+            print(f"OpenTelemetry / P402 logged {len(problems.messages)} warning(s), first ones:")
+            for message in problems.messages[:5]:
+                print(f"  {message}")
+
+        if args.profile:
+            profile_p402(client, receiver, provider_url, args.profile, top=30)
+        client.close()
+
+
+if __name__ == "__main__":
+    main()
