@@ -58,3 +58,37 @@ def test_unmeasured_usage_or_unknown_model_has_no_cost():
     assert compute_cost(TokenUsage(), model="gpt-5-mini", provider="openai", at=PRICED_AT) is None
     usage = TokenUsage(input_tokens=10, output_tokens=1)
     assert compute_cost(usage, model="no-such-model-x", provider="openai", at=PRICED_AT) is None
+
+
+def test_the_fast_linear_path_equals_genai_prices_across_the_price_table():
+    import random
+
+    from genai_prices import data_snapshot
+    from genai_prices.types import ModelPrice
+
+    from p402.instrumentation.pricing import _linear_rates, _price_usage
+
+    rng = random.Random(402)
+    checked = tiered = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            prices = model.prices
+            variants = [prices] if isinstance(prices, ModelPrice) else [p.prices for p in prices]
+            for model_price in variants:
+                rates = _linear_rates(model_price)
+                if rates is None:
+                    tiered += 1
+                    continue
+                for _ in range(3):
+                    input_tokens = rng.randint(0, 300_000)
+                    cache_read = rng.randint(0, input_tokens)
+                    cache_write = rng.randint(0, input_tokens - cache_read)
+                    output = rng.randint(0, 50_000)
+                    usage = TokenUsage(
+                        input_tokens, output, cache_read, cache_write, rng.randint(0, output)
+                    )
+                    expected = model_price.calc_price(_price_usage(usage))["total_price"]
+                    assert rates.cost(usage) == expected, (provider.id, model.id, usage)
+                checked += 1
+    assert checked > 1000
+    assert tiered > 0

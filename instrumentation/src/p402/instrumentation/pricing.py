@@ -3,18 +3,28 @@
 Prices come from ``genai-prices`` (bundled data, no network). The instrumentation prices a
 call at request time; the receiver prices it again with the same function to keep the
 ledger's figure deterministic.
+
+genai-prices re-derives its unit registry on every calculation (about 100 µs). For a model
+price without tiers the cost is linear in the five token counts, so the per-token rates are
+derived once per model price, from genai-prices itself, by pricing one million tokens of each
+kind; a call then costs five exact decimal multiplications. Tiered prices always go through
+genai-prices' own calculation. A test holds the two paths equal across the whole price table.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
-from typing import Final
+from typing import Any, Final
 
 import genai_prices
+from genai_prices import data_snapshot
+from genai_prices.types import ModelPrice, TieredPrices
 
 from p402.instrumentation.usage import TokenUsage
 
@@ -29,6 +39,7 @@ _PRICING_PROVIDER_IDS: Final = {
     "aws.bedrock": "aws",
     "openrouter": "openrouter",
 }
+_MILLION: Final = 1_000_000
 
 
 def pricing_provider_id(provider: str) -> str:
@@ -44,6 +55,83 @@ def price_version() -> str:
     return f"genai-prices {genai_prices.__version__} data-sha256:{digest}"
 
 
+def _price_usage(usage: TokenUsage) -> genai_prices.Usage:
+    counts = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_reasoning_tokens": usage.reasoning_tokens,
+    }
+    return genai_prices.Usage(**{key: value for key, value in counts.items() if value})
+
+
+def _price_of(model_price: ModelPrice, **counts: int) -> Decimal:
+    usage = _price_usage(TokenUsage(**counts))
+    return Decimal(model_price.calc_price(usage)["total_price"])
+
+
+@dataclass(frozen=True, slots=True)
+class _LinearRates:
+    """USD per token of each kind, for a model price without tiers."""
+
+    fixed: Decimal
+    input: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+    output: Decimal
+    reasoning: Decimal
+
+    @classmethod
+    def derive(cls, model_price: ModelPrice) -> _LinearRates:
+        n = _MILLION
+        fixed = _price_of(model_price)
+        input_rate = (_price_of(model_price, input_tokens=n) - fixed) / n
+        output_rate = (_price_of(model_price, output_tokens=n) - fixed) / n
+        return cls(
+            fixed=fixed,
+            input=input_rate,
+            cache_read=(_price_of(model_price, input_tokens=n, cache_read_tokens=n) - fixed) / n
+            - input_rate,
+            cache_write=(_price_of(model_price, input_tokens=n, cache_write_tokens=n) - fixed) / n
+            - input_rate,
+            output=output_rate,
+            reasoning=(_price_of(model_price, output_tokens=n, reasoning_tokens=n) - fixed) / n
+            - output_rate,
+        )
+
+    def cost(self, usage: TokenUsage) -> Decimal:
+        return (
+            self.fixed
+            + self.input * (usage.input_tokens or 0)
+            + self.cache_read * (usage.cache_read_tokens or 0)
+            + self.cache_write * (usage.cache_write_tokens or 0)
+            + self.output * (usage.output_tokens or 0)
+            + self.reasoning * (usage.reasoning_tokens or 0)
+        )
+
+
+_rates: dict[int, tuple[ModelPrice, _LinearRates | None]] = {}
+_rates_lock = threading.Lock()
+
+
+def _linear_rates(model_price: ModelPrice) -> _LinearRates | None:
+    """The cached rates of ``model_price``; ``None`` when it has tiers (not linear)."""
+    cached = _rates.get(id(model_price))
+    if cached is not None and cached[0] is model_price:
+        return cached[1]
+    tiered = any(isinstance(value, TieredPrices) for value in vars(model_price).values())
+    rates = None if tiered else _LinearRates.derive(model_price)
+    with _rates_lock:
+        _rates[id(model_price)] = (model_price, rates)  # holding it keeps the id unique
+    return rates
+
+
+def _model_price(model: str, provider_id: str, at: datetime) -> Any:
+    _, model_info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+    return model_info.get_prices(at)
+
+
 def compute_cost(usage: TokenUsage, *, model: str, provider: str, at: datetime) -> Decimal | None:
     """The cost of ``usage`` on ``model`` at ``at``, or ``None`` when it cannot be priced.
 
@@ -52,20 +140,11 @@ def compute_cost(usage: TokenUsage, *, model: str, provider: str, at: datetime) 
     """
     if not usage.measured:
         return None
-    counts = {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "output_reasoning_tokens": usage.reasoning_tokens,
-    }
     try:
-        calculation = genai_prices.calc_price(
-            genai_prices.Usage(**{key: value for key, value in counts.items() if value}),
-            model,
-            provider_id=pricing_provider_id(provider),
-            genai_request_timestamp=at,
-        )
+        model_price = _model_price(model, pricing_provider_id(provider), at)
     except LookupError:
         return None
-    return Decimal(calculation.total_price)
+    rates = _linear_rates(model_price)
+    if rates is None:
+        return Decimal(model_price.calc_price(_price_usage(usage))["total_price"])
+    return rates.cost(usage)
