@@ -1,8 +1,12 @@
 """Turning one HTTP exchange with an LLM provider into one economic-event span.
 
-:class:`Meter` decides whether a request is metered (its URL maps to a provider route and
-the format knows the path) and opens an :class:`Exchange` for it; the exchange closes its
-span once the response body has been read, the stream ended, or the request failed.
+:class:`Meter` decides whether a request is metered (its URL maps to a provider route and the
+format knows the path) and opens an :class:`Exchange` for it. On the application's path an
+exchange only notes what it needs (times, owners, the trace it belongs to, the bodies), and
+reads the request before it leaves only when it must change it (adding
+``stream_options.include_usage``). Everything else, from parsing to pricing to building the
+span, runs on the :class:`~p402.instrumentation._recorder.Recorder` thread once the response
+has been read, the stream has ended, or the request has failed.
 """
 
 from __future__ import annotations
@@ -13,10 +17,13 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, Protocol
 
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
+from opentelemetry import context
 
+from p402.instrumentation._pipeline import EventSink
+from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.config import P402Config
 from p402.instrumentation.formats import (
     FORMATS,
@@ -74,10 +81,11 @@ from p402.instrumentation.vocabulary import (
     owner_attribute,
 )
 
-__all__ = ["Exchange", "Meter"]
+__all__ = ["Exchange", "Meter", "load_json", "replace_request_body"]
 
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_STREAM_FLAG = b'"stream"'
 
 
 class HttpRequest(Protocol):
@@ -100,14 +108,11 @@ def load_json(data: bytes) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
-def _request_body(request: HttpRequest) -> Mapping[str, Any]:
+def _request_content(request: HttpRequest) -> bytes:
     try:
-        content = request.content
+        return request.content
     except Exception:  # a streaming request body that has not been read: nothing to inspect
-        return {}
-    if not content:
-        return {}
-    return load_json(content) or {}
+        return b""
 
 
 def replace_request_body(request: Any, body: Mapping[str, Any]) -> None:
@@ -132,11 +137,15 @@ def _attempt(headers: Mapping[str, str]) -> int:
 class Meter:
     """Opens an :class:`Exchange` for each metered request; ``None`` for everything else."""
 
-    def __init__(self, config: P402Config, tracer: Tracer, content: ContentPolicy) -> None:
+    def __init__(
+        self, config: P402Config, sink: EventSink, content: ContentPolicy, recorder: Recorder
+    ) -> None:
         self.config = config
-        self.tracer = tracer
+        self.sink = sink
         self.content = content
+        self.recorder = recorder
         self.registry = ProviderRegistry(config.providers)
+        self.price_version = price_version()
 
     def begin(self, request: HttpRequest) -> Exchange | None:
         url = request.url
@@ -149,46 +158,49 @@ class Meter:
         endpoint = exchange_format.endpoint(url.path)
         if endpoint is None:
             return None
-        body = _request_body(request)
-        facts = exchange_format.request_facts(endpoint, url.path, body)
+        headers = request.headers
         # Owner context never travels to a provider, not even through OTel baggage.
-        if "baggage" in request.headers:
-            del request.headers["baggage"]
-        hide_event = None
+        if "baggage" in headers:
+            del headers["baggage"]
+        exchange = Exchange(self, route, exchange_format, endpoint, url, headers)
+        content = _request_content(request)
         if (
-            facts.stream
-            and endpoint is CHAT_COMPLETIONS
+            endpoint is CHAT_COMPLETIONS
             and route.format is ApiFormat.OPENAI
             and self.config.include_stream_usage
-            and not _asks_for_stream_usage(body)
+            and _STREAM_FLAG in content
         ):
-            options = body.get("stream_options")
-            options = dict(options) if isinstance(options, Mapping) else {}
-            replace_request_body(
-                request, {**body, "stream_options": {**options, "include_usage": True}}
-            )
-            hide_event = is_usage_only_chunk
-        exchange = Exchange(self, route, exchange_format, endpoint, facts, request)
-        exchange.hide_event = hide_event
-        if self.content.captures_content:
-            exchange.inputs = exchange_format.input_messages(endpoint, body)
+            body = load_json(content) or {}
+            if body.get("stream") is True and not _asks_for_stream_usage(body):
+                options = body.get("stream_options")
+                options = dict(options) if isinstance(options, Mapping) else {}
+                body = {**body, "stream_options": {**options, "include_usage": True}}
+                replace_request_body(request, body)
+                exchange.hide_event = is_usage_only_chunk
+            exchange.request_body = body
+        exchange.request_content = content
         return exchange
 
 
 class Exchange:
-    """One metered HTTP attempt and its span, from request to the end of the response."""
+    """One metered HTTP attempt: noted on the application's path, recorded off it."""
 
     __slots__ = (
         "_ended",
+        "attempt",
         "endpoint",
         "format",
         "hide_event",
-        "inputs",
         "meter",
-        "request_facts",
+        "owners",
+        "parent",
+        "path",
+        "port",
+        "request_body",
+        "request_content",
         "route",
-        "span",
-        "started_at",
+        "server",
+        "started_ns",
     )
 
     def __init__(
@@ -197,51 +209,64 @@ class Exchange:
         route: ProviderRoute,
         exchange_format: ExchangeFormat,
         endpoint: Endpoint,
-        facts: RequestFacts,
-        request: HttpRequest,
+        url: Any,
+        headers: Mapping[str, str],
     ) -> None:
+        self.started_ns = time.time_ns()
         self.meter = meter
         self.route = route
         self.format = exchange_format
         self.endpoint = endpoint
-        self.request_facts = facts
-        self._ended = False
+        self.parent = context.get_current()
+        self.owners = current_owner()
+        self.attempt = _attempt(headers)
+        self.server = url.host
+        self.path = url.path
+        self.port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
         self.hide_event: Callable[[Any], bool] | None = None
-        self.inputs: list[Message] = []
-        started_ns = time.time_ns()
-        self.started_at = datetime.fromtimestamp(started_ns / 1e9, tz=UTC)
-        url = request.url
-        attributes: dict[str, Any] = {
-            P402_EVENT_ID: new_event_id(),
-            GEN_AI_OPERATION_NAME: endpoint.operation.value,
-            GEN_AI_PROVIDER_NAME: route.name,
-            GEN_AI_REQUEST_STREAM: facts.stream,
-            SERVER_ADDRESS: url.host,
-            SERVER_PORT: url.port or _DEFAULT_PORTS.get(url.scheme, 0),
-            P402_ATTEMPT: _attempt(request.headers),
-            P402_PRIVACY_MODE: meter.config.privacy_mode.value,
-            P402_POLICY_RESULT: PolicyResult.ALLOWED.value,
-        }
-        if facts.model:
-            attributes[GEN_AI_REQUEST_MODEL] = facts.model
-        if facts.max_tokens is not None:
-            attributes[GEN_AI_REQUEST_MAX_TOKENS] = facts.max_tokens
-        owners = {**meter.config.owner_defaults, **current_owner()}
-        for dimension, value in owners.items():
-            attributes[owner_attribute(dimension)] = value
-        if "session" in owners:
-            attributes[GEN_AI_CONVERSATION_ID] = owners["session"]
-        name = f"{endpoint.operation.value} {facts.model}" if facts.model else endpoint.operation
-        self.span: Span = meter.tracer.start_span(
-            name, kind=SpanKind.CLIENT, attributes=attributes, start_time=started_ns
-        )
+        self.request_body: Mapping[str, Any] | None = None
+        self.request_content = b""
+        self._ended = False
 
     @property
     def captures_content(self) -> bool:
         return self.meter.content.captures_content
 
     def finish_with_body(self, status_code: int, body: bytes) -> None:
-        """Close the event from a complete, decoded response body."""
+        """The response body was read in full."""
+        if self._end():
+            self._record(self._from_body, status_code, body)
+
+    def finish_stream(
+        self, status_code: int, accumulator: StreamAccumulator, *, complete: bool
+    ) -> None:
+        """A stream ended, was closed early, or failed."""
+        if self._end():
+            self._record(self._from_stream, status_code, accumulator, complete)
+
+    def finish_unread(self, status_code: int) -> None:
+        """The body could not be read for metering: no usage."""
+        if self._end():
+            self._record(self._complete, status_code, None, UsageEvidence.MISSING, [])
+
+    def fail(self, error: BaseException) -> None:
+        """The request raised before a complete response: no usage, the error's type."""
+        if self._end():
+            error_type = type(error).__qualname__
+            self._record(self._complete, None, None, UsageEvidence.MISSING, [], error_type)
+
+    def _end(self) -> bool:
+        if self._ended:
+            return False
+        self._ended = True
+        return True
+
+    def _record(self, step: Callable[..., None], *args: Any) -> None:
+        self.meter.recorder.submit(partial(step, time.time_ns(), *args))
+
+    # --- on the recorder thread ------------------------------------------------------------
+
+    def _from_body(self, ended_ns: int, status_code: int, body: bytes) -> None:
         parsed = load_json(body) if status_code < 400 else None
         facts = self.format.response_facts(self.endpoint, parsed) if parsed else None
         outputs = (
@@ -249,45 +274,73 @@ class Exchange:
             if parsed and self.captures_content
             else []
         )
-        self.finish(status_code, facts, UsageEvidence.PROVIDER_RESPONSE, outputs)
+        self._complete(ended_ns, status_code, facts, UsageEvidence.PROVIDER_RESPONSE, outputs)
 
-    def finish_stream(
-        self, status_code: int, accumulator: StreamAccumulator, *, complete: bool
+    def _from_stream(
+        self, ended_ns: int, status_code: int, accumulator: StreamAccumulator, complete: bool
     ) -> None:
-        """Close the event from what a stream delivered before it ended or was closed."""
         final = complete or accumulator.finished
         outputs = accumulator.output_messages() if self.captures_content else []
         evidence = UsageEvidence.STREAM_FINAL if final else UsageEvidence.STREAM_INCOMPLETE
-        self.finish(status_code, accumulator.facts(), evidence, outputs)
+        self._complete(ended_ns, status_code, accumulator.facts(), evidence, outputs)
 
-    def finish(
+    def _request_facts(self) -> tuple[RequestFacts, Mapping[str, Any]]:
+        body = self.request_body
+        if body is None:
+            body = (load_json(self.request_content) if self.request_content else None) or {}
+        return self.format.request_facts(self.endpoint, self.path, body), body
+
+    def _complete(
         self,
+        ended_ns: int,
         status_code: int | None,
         facts: ResponseFacts | None,
         evidence: UsageEvidence,
-        outputs: list[Message] | None = None,
+        outputs: list[Message],
+        error_type: str | None = None,
     ) -> None:
-        """Record the outcome and end the span; later calls do nothing."""
-        if self._ended:
-            return
-        self._ended = True
-        span = self.span
-        usage = facts.usage if facts else TokenUsage()
+        meter = self.meter
+        request, body = self._request_facts()
+        attributes: dict[str, Any] = {
+            P402_EVENT_ID: new_event_id(),
+            GEN_AI_OPERATION_NAME: self.endpoint.operation.value,
+            GEN_AI_PROVIDER_NAME: self.route.name,
+            GEN_AI_REQUEST_STREAM: request.stream,
+            SERVER_ADDRESS: self.server,
+            SERVER_PORT: self.port,
+            P402_ATTEMPT: self.attempt,
+            P402_PRIVACY_MODE: meter.config.privacy_mode.value,
+            P402_POLICY_RESULT: PolicyResult.ALLOWED.value,
+            P402_PRICE_VERSION: meter.price_version,
+        }
+        if request.model:
+            attributes[GEN_AI_REQUEST_MODEL] = request.model
+        if request.max_tokens is not None:
+            attributes[GEN_AI_REQUEST_MAX_TOKENS] = request.max_tokens
+        owners = {**meter.config.owner_defaults, **self.owners}
+        for dimension, value in owners.items():
+            attributes[owner_attribute(dimension)] = value
+        if "session" in owners:
+            attributes[GEN_AI_CONVERSATION_ID] = owners["session"]
+
+        failed = error_type is not None or (status_code is not None and status_code >= 400)
         if status_code is not None:
-            span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status_code)
+            attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
             if status_code >= 400:
-                span.set_attribute(ERROR_TYPE, str(status_code))
-                span.set_status(StatusCode.ERROR)
+                error_type = str(status_code)
+        if error_type is not None:
+            attributes[ERROR_TYPE] = error_type
+        usage = facts.usage if facts else TokenUsage()
         if facts:
             if facts.model:
-                span.set_attribute(GEN_AI_RESPONSE_MODEL, facts.model)
+                attributes[GEN_AI_RESPONSE_MODEL] = facts.model
             if facts.response_id:
-                span.set_attribute(GEN_AI_RESPONSE_ID, facts.response_id)
+                attributes[GEN_AI_RESPONSE_ID] = facts.response_id
             if facts.finish_reasons:
-                span.set_attribute(GEN_AI_RESPONSE_FINISH_REASONS, facts.finish_reasons)
+                attributes[GEN_AI_RESPONSE_FINISH_REASONS] = facts.finish_reasons
         if not usage.measured and evidence is not UsageEvidence.STREAM_INCOMPLETE:
             evidence = UsageEvidence.MISSING
-        span.set_attribute(P402_USAGE_EVIDENCE, evidence.value)
+        attributes[P402_USAGE_EVIDENCE] = evidence.value
         for key, count in (
             (GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
             (GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
@@ -296,48 +349,55 @@ class Exchange:
             (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
         ):
             if count is not None:
-                span.set_attribute(key, count)
-        self._record_cost(usage, facts, evidence)
-        content = self.meter.content
+                attributes[key] = count
+        attributes.update(self._cost(usage, facts, evidence, request.model))
+
+        content = meter.content
         if content.captures_content:
-            span.set_attributes(content.attributes(self.inputs, outputs or []))
+            inputs = self.format.input_messages(self.endpoint, body)
+            attributes.update(content.attributes(inputs, outputs))
         if content.signs_events:
-            signature = content.sign(getattr(span, "attributes", None) or {})
-            span.set_attribute(P402_EVENT_SIGNATURE, signature)
-        span.end()
+            attributes[P402_EVENT_SIGNATURE] = content.sign(attributes)
 
-    def fail(self, error: BaseException) -> None:
-        """The request raised before a complete response: no usage, the error's type."""
-        if self._ended:
-            return
-        self.span.set_attribute(ERROR_TYPE, type(error).__qualname__)
-        self.span.set_status(StatusCode.ERROR, str(error))
-        self.finish(None, None, UsageEvidence.MISSING)
+        name = self.endpoint.operation.value
+        meter.sink.emit(
+            f"{name} {request.model}" if request.model else name,
+            self.parent,
+            self.started_ns,
+            ended_ns,
+            attributes,
+            failed,
+        )
 
-    def _record_cost(
-        self, usage: TokenUsage, facts: ResponseFacts | None, usage_evidence: UsageEvidence
-    ) -> None:
-        span = self.span
-        span.set_attribute(P402_PRICE_VERSION, price_version())
-        if usage_evidence is UsageEvidence.STREAM_INCOMPLETE:
+    def _cost(
+        self,
+        usage: TokenUsage,
+        facts: ResponseFacts | None,
+        evidence: UsageEvidence,
+        requested_model: str | None,
+    ) -> dict[str, str]:
+        unpriced = {P402_COST_EVIDENCE: CostEvidence.UNPRICED.value}
+        if evidence is UsageEvidence.STREAM_INCOMPLETE:
             # A partial count would understate what the provider bills: no cost at all.
-            span.set_attribute(P402_COST_EVIDENCE, CostEvidence.UNPRICED.value)
-            return
+            return unpriced
+        cost: Decimal | None
         if facts is not None and facts.provider_cost is not None:
-            cost: Decimal | None = facts.provider_cost
-            source, evidence = CostSource.PROVIDER, CostEvidence.PROVIDER_REPORTED
+            cost = facts.provider_cost
+            source, cost_evidence = CostSource.PROVIDER, CostEvidence.PROVIDER_REPORTED
         else:
-            model = (facts.model if facts else None) or self.request_facts.model
+            model = (facts.model if facts else None) or requested_model
+            started = datetime.fromtimestamp(self.started_ns / 1e9, tz=UTC)
             cost = (
-                compute_cost(usage, model=model, provider=self.route.name, at=self.started_at)
+                compute_cost(usage, model=model, provider=self.route.name, at=started)
                 if model
                 else None
             )
-            source, evidence = CostSource.LOCAL, CostEvidence.COMPUTED
+            source, cost_evidence = CostSource.LOCAL, CostEvidence.COMPUTED
         if cost is None:
-            span.set_attribute(P402_COST_EVIDENCE, CostEvidence.UNPRICED.value)
-            return
-        span.set_attribute(P402_COST_EVIDENCE, evidence.value)
-        span.set_attribute(GEN_AI_USAGE_COST_AMOUNT, usd_str(cost))
-        span.set_attribute(GEN_AI_USAGE_COST_CURRENCY, COST_CURRENCY_USD)
-        span.set_attribute(GEN_AI_USAGE_COST_SOURCE, source.value)
+            return unpriced
+        return {
+            P402_COST_EVIDENCE: cost_evidence.value,
+            GEN_AI_USAGE_COST_AMOUNT: usd_str(cost),
+            GEN_AI_USAGE_COST_CURRENCY: COST_CURRENCY_USD,
+            GEN_AI_USAGE_COST_SOURCE: source.value,
+        }

@@ -1,43 +1,171 @@
-"""P402's own always-on span pipeline: every economic event is exported, whatever the
-application's sampler decides, to ``{P402_ENDPOINT}/v1/traces`` with the P402 API key.
+"""Where finished economic events go.
 
-Batches the endpoint cannot take now wait in a bounded on-disk spool and are delivered, in
-order, once it can (see :mod:`p402.instrumentation._spool`); ``force_flush`` is true only
-when nothing waits there.
+``OtlpSink`` is P402's own always-on pipeline: whatever the application's sampler decides,
+every event is encoded straight to OTLP (:mod:`p402.instrumentation._otlp`), batched, and
+exported to ``{P402_ENDPOINT}/v1/traces`` with the P402 API key. Batches the endpoint cannot
+take now wait in a bounded on-disk spool and are delivered, in order, once it can (see
+:mod:`p402.instrumentation._spool`). Each event is a child span of the application's
+current span, so it joins the application's trace.
+
+``TracerSink`` hands events to an OpenTelemetry tracer instead, as SDK spans: it is used when
+``instrument(tracer_provider=...)`` names one.
+
+Both are called on the recorder thread only.
 """
 
 from __future__ import annotations
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+import random
+import threading
+import time
+from typing import Any, Protocol
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from p402.instrumentation._otlp import encode_request, encode_span
 from p402.instrumentation._spool import SpoolingSpanExporter
 from p402.instrumentation.config import P402Config, default_spool_dir
+from p402.instrumentation.version import __version__
 
-__all__ = ["API_KEY_HEADER", "build_tracer_provider"]
+__all__ = ["API_KEY_HEADER", "EventSink", "OtlpSink", "TracerSink", "build_otlp_sink"]
 
 API_KEY_HEADER = "x-p402-api-key"
+SCOPE = ("p402.instrumentation", __version__)
 
 
-class _SpoolingBatchSpanProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` whose ``force_flush`` also drains the exporter's spool (the
-    SDK's does not call the exporter's ``force_flush``)."""
+class EventSink(Protocol):
+    def emit(
+        self,
+        name: str,
+        parent: Context,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any],
+        error: bool,
+    ) -> None: ...
 
-    def __init__(self, exporter: SpoolingSpanExporter) -> None:
-        super().__init__(exporter)
-        self._spooling_exporter = exporter
+    def tick(self) -> None:
+        """Called at least every second: ship what has waited long enough."""
 
-    def force_flush(self, timeout_millis: int | None = None) -> bool:
-        exported = super().force_flush(timeout_millis)
-        drained = self._spooling_exporter.force_flush(
-            30_000 if timeout_millis is None else timeout_millis
+    def flush(self, timeout_millis: int) -> bool:
+        """Ship everything now; ``True`` when all of it was delivered."""
+
+    def shutdown(self) -> None: ...
+
+
+class TracerSink:
+    """Events as SDK spans of ``tracer``."""
+
+    def __init__(self, tracer: Tracer, provider: Any) -> None:
+        self._tracer = tracer
+        self._provider = provider
+
+    def emit(
+        self,
+        name: str,
+        parent: Context,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any],
+        error: bool,
+    ) -> None:
+        span = self._tracer.start_span(
+            name, context=parent, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
         )
-        return exported and drained
+        if error:
+            span.set_status(Status(StatusCode.ERROR))
+        span.end(end_time=end_ns)
+
+    def tick(self) -> None:
+        pass
+
+    def flush(self, timeout_millis: int) -> bool:
+        force_flush = getattr(self._provider, "force_flush", None)
+        return bool(force_flush(timeout_millis)) if force_flush else True
+
+    def shutdown(self) -> None:
+        pass
 
 
-def build_tracer_provider(config: P402Config) -> TracerProvider:
+class OtlpSink:
+    """Events encoded to OTLP and exported in batches of up to ``max_batch``, at the latest
+    ``max_delay`` seconds after the first of a batch."""
+
+    def __init__(
+        self,
+        exporter: SpoolingSpanExporter,
+        resource: Resource,
+        *,
+        max_batch: int = 512,
+        max_delay: float = 1.0,
+    ) -> None:
+        self.exporter = exporter
+        self._resource = dict(resource.attributes)
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._batch: list[bytes] = []
+        self._first_at = 0.0
+        self._lock = threading.Lock()
+        self._random = random.Random()
+
+    def emit(
+        self,
+        name: str,
+        parent: Context,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, Any],
+        error: bool,
+    ) -> None:
+        parent_context = trace.get_current_span(parent).get_span_context()
+        if parent_context.is_valid:
+            trace_id = parent_context.trace_id.to_bytes(16, "big")
+            parent_span_id: bytes | None = parent_context.span_id.to_bytes(8, "big")
+        else:
+            trace_id = (self._random.getrandbits(128) or 1).to_bytes(16, "big")
+            parent_span_id = None
+        span = encode_span(
+            trace_id=trace_id,
+            span_id=(self._random.getrandbits(64) or 1).to_bytes(8, "big"),
+            parent_span_id=parent_span_id,
+            name=name,
+            start_ns=start_ns,
+            end_ns=end_ns,
+            attributes=attributes,
+            error=error,
+        )
+        with self._lock:
+            if not self._batch:
+                self._first_at = time.monotonic()
+            self._batch.append(span)
+            full = len(self._batch) >= self._max_batch
+        if full:
+            self._ship()
+
+    def tick(self) -> None:
+        if self._batch and time.monotonic() - self._first_at >= self._max_delay:
+            self._ship()
+
+    def _ship(self) -> None:
+        with self._lock:
+            batch, self._batch = self._batch, []
+        if batch:
+            body = encode_request(self._resource, SCOPE, batch)
+            self.exporter.export_encoded(body, len(batch))
+
+    def flush(self, timeout_millis: int) -> bool:
+        self._ship()
+        return self.exporter.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._ship()
+        self.exporter.shutdown()
+
+
+def build_otlp_sink(config: P402Config) -> OtlpSink:
     headers = {API_KEY_HEADER: config.api_key} if config.api_key else {}
     exporter = SpoolingSpanExporter(
         f"{config.endpoint}/v1/traces",
@@ -45,6 +173,4 @@ def build_tracer_provider(config: P402Config) -> TracerProvider:
         headers=headers,
         max_bytes=config.spool_max_bytes,
     )
-    provider = TracerProvider(sampler=ALWAYS_ON, resource=Resource.create())
-    provider.add_span_processor(_SpoolingBatchSpanProcessor(exporter))
-    return provider
+    return OtlpSink(exporter, Resource.create())

@@ -238,13 +238,17 @@ class SpoolingSpanExporter(SpanExporter):
         except Exception:
             logger.exception("P402 could not encode %d economic event(s)", len(spans))
             return SpanExportResult.FAILURE
+        return self.export_encoded(body, len(spans))
+
+    def export_encoded(self, body: bytes, count: int) -> SpanExportResult:
+        """:meth:`export` for a batch already encoded as an ``ExportTraceServiceRequest``."""
         try:
             with self._lock:
                 outcome = self._post(body) if self._ready_locked() else _Outcome.RETRY
                 if outcome is _Outcome.RETRY:
-                    return self._keep(body, len(spans))
+                    return self._keep(body, count)
         except Exception:
-            logger.exception("P402 could not export %d economic event(s)", len(spans))
+            logger.exception("P402 could not export %d economic event(s)", count)
             return SpanExportResult.FAILURE
         if outcome is _Outcome.DELIVERED:
             return SpanExportResult.SUCCESS

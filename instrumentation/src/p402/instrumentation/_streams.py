@@ -27,7 +27,6 @@ from typing import Any, Final, Protocol
 
 from p402.instrumentation._metering import Exchange
 from p402.instrumentation.formats import StreamAccumulator
-from p402.instrumentation.vocabulary import UsageEvidence
 
 __all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
 
@@ -77,7 +76,7 @@ class JsonBodyReader:
         if complete and self._size <= MAX_BUFFERED_JSON_BYTES:
             self._exchange.finish_with_body(self._status, b"".join(self._chunks))
         else:
-            self._exchange.finish(self._status, None, UsageEvidence.MISSING)
+            self._exchange.finish_unread(self._status)
         return b""
 
 
@@ -218,7 +217,7 @@ def body_reader_for(exchange: Exchange, response: Any) -> BodyReader:
     )
     if content_type.startswith("text/event-stream"):
         return SseReader(exchange, status, accumulator, exchange.hide_event)
-    if exchange.request_facts.stream and content_type.startswith("application/json"):
+    if exchange.endpoint.streams and content_type.startswith("application/json"):
         return JsonArrayReader(exchange, status, accumulator)
     return JsonBodyReader(exchange, status)
 

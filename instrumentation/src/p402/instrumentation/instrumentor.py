@@ -13,21 +13,21 @@ replaces P402's own always-on export pipeline. ``uninstrument()`` restores the c
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import get_tracer
 
 from p402.instrumentation._metering import Meter
 from p402.instrumentation._patches import patch_clients, unpatch_clients
-from p402.instrumentation._pipeline import build_tracer_provider
+from p402.instrumentation._pipeline import SCOPE, EventSink, TracerSink, build_otlp_sink
+from p402.instrumentation._recorder import Recorder
 from p402.instrumentation._threads import patch_threads, unpatch_threads
 from p402.instrumentation.config import P402Config
 from p402.instrumentation.package import _instruments
 from p402.instrumentation.privacy import content_policy
-from p402.instrumentation.version import __version__
 
 __all__ = ["P402Instrumentor"]
 
@@ -36,8 +36,9 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
     """See the module docstring."""
 
     _patched: list[type]
-    _own_provider: TracerProvider | None
     _meter: Meter | None = None
+    _recorder: Recorder
+    _sink: EventSink
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -45,10 +46,11 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         tracer_provider = kwargs.pop("tracer_provider", None)
         config = P402Config.load(**kwargs)
-        self._own_provider = None
         if tracer_provider is None:
-            tracer_provider = self._own_provider = build_tracer_provider(config)
-        tracer = get_tracer("p402.instrumentation", __version__, tracer_provider=tracer_provider)
+            self._sink = build_otlp_sink(config)
+        else:
+            tracer = get_tracer(SCOPE[0], SCOPE[1], tracer_provider=tracer_provider)
+            self._sink = TracerSink(tracer, tracer_provider)
         content = content_policy(
             config.privacy_mode,
             api_key=config.api_key,
@@ -56,18 +58,25 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
             signing_key=config.signing_key,
             redact_patterns=config.redact_patterns,
         )
-        self._meter = Meter(config, tracer, content)
+        self._recorder = Recorder(self._sink.tick)
+        self._meter = Meter(config, self._sink, content, self._recorder)
         self._patched = patch_clients(self._meter)
         patch_threads()
+        atexit.register(self._at_exit)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         unpatch_clients(self._patched)
         unpatch_threads()
+        atexit.unregister(self._at_exit)
         self._patched = []
         self._meter = None
-        if self._own_provider is not None:
-            self._own_provider.shutdown()
-            self._own_provider = None
+        self._recorder.shutdown()
+        self._sink.flush(30_000)
+        self._sink.shutdown()
+
+    def _at_exit(self) -> None:
+        self.force_flush(5_000)
+        self._sink.shutdown()
 
     @property
     def config(self) -> P402Config | None:
@@ -75,7 +84,9 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
         return self._meter.config if self._meter else None
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Export every finished economic event now; ``True`` when all were sent."""
-        if self._own_provider is None:
+        """Record and export every finished economic event now; ``True`` when all were
+        delivered (none waits in the spool)."""
+        if self._meter is None:
             return True
-        return self._own_provider.force_flush(timeout_millis)
+        recorded = self._recorder.flush(timeout_millis / 1000)
+        return self._sink.flush(timeout_millis) and recorded
