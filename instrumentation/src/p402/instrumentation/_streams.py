@@ -87,8 +87,16 @@ class _StreamReader:
         self._exchange = exchange
         self._status = status_code
         self._accumulator = accumulator
+        # The latest event the accumulator did not ask for, read at the end after all: it
+        # holds the latest cumulative figures of formats that repeat them.
+        self._skipped: tuple[str | None, bytes] | None = None
 
     def _finish(self, complete: bool) -> None:
+        if self._skipped is not None:
+            name, payload = self._skipped
+            parsed = _load(payload)
+            if isinstance(parsed, dict):
+                self._accumulator.on_event(name, parsed)
         self._exchange.finish_stream(self._status, self._accumulator, complete=complete)
 
 
@@ -132,27 +140,27 @@ class SseReader(_StreamReader):
     def _event(self, raw: bytes) -> bool:
         """Read one event; whether the application should see it."""
         name: str | None = None
-        data: list[str] = []
-        for line in raw.decode("utf-8", "replace").splitlines():
-            if not line or line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "data":
-                data.append(value)
-            elif field == "event":
-                name = value
+        data: list[bytes] = []
+        for line in raw.splitlines():
+            if line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                name = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", "replace")
         if not data:
             return True
-        text = "\n".join(data)
-        if text.strip() == "[DONE]":
+        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        if payload.strip() == b"[DONE]":
             self._accumulator.finished = True
             return True
-        payload = _load(text)
-        if not isinstance(payload, dict):
+        if not self._accumulator.wants(name, payload):
+            self._skipped = (name, payload)
             return True
-        self._accumulator.on_event(name, payload)
-        return not (self._hide and self._hide(payload))
+        self._skipped = None
+        parsed = _load(payload)
+        if not isinstance(parsed, dict):
+            return True
+        self._accumulator.on_event(name, parsed)
+        return not (self._hide and self._hide(parsed))
 
 
 class JsonArrayReader(_StreamReader):
@@ -198,6 +206,10 @@ class JsonArrayReader(_StreamReader):
         return chunk
 
     def _element(self, raw: bytes) -> None:
+        if not self._accumulator.wants(None, raw):
+            self._skipped = (None, raw)
+            return
+        self._skipped = None
         payload = _load(raw)
         if isinstance(payload, dict):
             self._accumulator.on_event(None, payload)

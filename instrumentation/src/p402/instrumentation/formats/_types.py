@@ -54,6 +54,10 @@ class StreamAccumulator(Protocol):
     finished: bool
     """Whether the format's own end-of-response event was seen."""
 
+    def wants(self, name: str | None, data: bytes) -> bool:
+        """Whether this event, still undecoded, can change the facts (a cheap byte check:
+        most events of a stream only carry text the accumulator does not keep)."""
+
     def on_event(self, name: str | None, data: JsonObject) -> None:
         """One decoded event (SSE ``event:`` name, if any, and its JSON data)."""
 

@@ -39,6 +39,7 @@ __all__ = ["AnthropicFormat"]
 
 MESSAGES: Final = Endpoint(Operation.CHAT, "messages")
 MESSAGES_BY_URL_STREAM: Final = Endpoint(Operation.CHAT, "messages", streams=True)
+_FACT_EVENTS: Final = frozenset({"message_start", "message_delta", "message_stop", "error"})
 _USAGE_KEYS: Final = (
     "input_tokens",
     "cache_creation_input_tokens",
@@ -82,6 +83,13 @@ class _MessagesStream:
         self._stop: str | None = None
         self._usage: dict[str, Any] = {}
         self._texts: list[str] = []
+
+    def wants(self, name: str | None, data: bytes) -> bool:
+        return (
+            name is None
+            or name in _FACT_EVENTS
+            or (self._collect and name == "content_block_delta")
+        )
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         kind = as_str(data.get("type")) or name

@@ -75,6 +75,11 @@ class _GenerateStream:
         self._facts = ResponseFacts()
         self._texts: list[str] = []
 
+    def wants(self, name: str | None, data: bytes) -> bool:
+        # Usage is cumulative on every chunk: the first and the finishing ones suffice (the
+        # reader also reads the last chunk it skipped, when the stream ends).
+        return self._collect or self._facts.response_id is None or b'"finishReason"' in data
+
     def on_event(self, name: str | None, data: JsonObject) -> None:
         facts = GeminiFormat().response_facts(STREAM_GENERATE, data)
         self._facts = ResponseFacts(

@@ -103,6 +103,17 @@ def _choice_finish_reasons(body: JsonObject) -> tuple[str, ...]:
     )
 
 
+def _has_value(data: bytes, key: bytes) -> bool:
+    """Whether ``key`` appears in the raw JSON ``data`` with a value other than null."""
+    position = data.find(key)
+    while position != -1:
+        rest = data[position + len(key) :].lstrip(b" :")
+        if not rest.startswith(b"null"):
+            return True
+        position = data.find(key, position + 1)
+    return False
+
+
 def is_usage_only_chunk(data: JsonObject) -> bool:
     """The final chat chunk that ``stream_options.include_usage`` adds: no choices, usage."""
     return data.get("choices") == [] and isinstance(data.get("usage"), dict)
@@ -119,6 +130,15 @@ class _ChatStream:
         self._finish: dict[int, str] = {}
         self._usage: JsonObject = {}
         self._texts: dict[int, list[str]] = {}
+
+    def wants(self, name: str | None, data: bytes) -> bool:
+        # Content chunks repeat model and id and carry "usage":null, "finish_reason":null.
+        return (
+            self._collect
+            or self._id is None
+            or _has_value(data, b'"usage"')
+            or _has_value(data, b'"finish_reason"')
+        )
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         self._model = as_str(data.get("model")) or self._model
@@ -160,6 +180,14 @@ class _ResponsesStream:
         self._collect = collect_text
         self._response: JsonObject = {}
         self._texts: list[str] = []
+
+    def wants(self, name: str | None, data: bytes) -> bool:
+        return (
+            name is None
+            or name in _RESPONSE_DONE_EVENTS
+            or name == "response.created"
+            or (self._collect and name == "response.output_text.delta")
+        )
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         kind = name or as_str(data.get("type"))
