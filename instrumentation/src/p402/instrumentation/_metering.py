@@ -86,6 +86,7 @@ __all__ = ["Exchange", "Meter", "load_json", "replace_request_body"]
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STREAM_FLAG = b'"stream"'
+_USAGE_ASKED = (b'"include_usage":true', b'"include_usage": true')
 
 
 class HttpRequest(Protocol):
@@ -169,6 +170,7 @@ class Meter:
             and route.format is ApiFormat.OPENAI
             and self.config.include_stream_usage
             and _STREAM_FLAG in content
+            and not any(flag in content for flag in _USAGE_ASKED)
         ):
             body = load_json(content) or {}
             if body.get("stream") is True and not _asks_for_stream_usage(body):
@@ -188,6 +190,7 @@ class Exchange:
     __slots__ = (
         "_ended",
         "attempt",
+        "ended_ns",
         "endpoint",
         "format",
         "hide_event",
@@ -226,6 +229,8 @@ class Exchange:
         self.hide_event: Callable[[Any], bool] | None = None
         self.request_body: Mapping[str, Any] | None = None
         self.request_content = b""
+        self.ended_ns: int | None = None
+        """When the response ended, if that was noted before the exchange is finished."""
         self._ended = False
 
     @property
@@ -262,7 +267,7 @@ class Exchange:
         return True
 
     def _record(self, step: Callable[..., None], *args: Any) -> None:
-        self.meter.recorder.submit(partial(step, time.time_ns(), *args))
+        self.meter.recorder.submit(partial(step, self.ended_ns or time.time_ns(), *args))
 
     # --- on the recorder thread ------------------------------------------------------------
 

@@ -15,6 +15,7 @@ interval, the thread calls ``tick`` (the sink ships batches that have waited lon
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -54,6 +55,7 @@ class Recorder:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._done = 0  # jobs run so far, guarded by _idle
+        self._numbers = itertools.count(1)  # atomic under the GIL, unlike += on an attribute
         self._submitted = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -65,7 +67,7 @@ class Recorder:
         if len(self._jobs) >= self._max_pending:
             _run(job)
             return
-        self._submitted += 1
+        self._submitted = next(self._numbers)
         self._jobs.append(job)
 
     def _start(self) -> None:

@@ -20,18 +20,21 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Any, Final, Protocol
 
 from p402.instrumentation._metering import Exchange
+from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.formats import StreamAccumulator
 
 __all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
+HANDOFF_BYTES: Final = 64 * 1024
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +103,21 @@ class _StreamReader:
         self._exchange.finish_stream(self._status, self._accumulator, complete=complete)
 
 
+def _separator_of(buffer: bytes) -> bytes | None:
+    """The blank line a stream uses between events, once one has been seen."""
+    crlf, lf = buffer.find(b"\r\n\r\n"), buffer.find(b"\n\n")
+    if crlf == -1 and lf == -1:
+        return None
+    return b"\r\n\r\n" if lf == -1 or -1 < crlf < lf else b"\n\n"
+
+
+def _only_ending(buffer: bytes, separator: bytes) -> bool:
+    """Whether ``buffer`` uses only the line ending of ``separator`` (so splitting is safe)."""
+    if separator == b"\n\n":
+        return b"\r" not in buffer
+    return b"\n\n" not in buffer and buffer.count(b"\r") == buffer.count(b"\r\n")
+
+
 class SseReader(_StreamReader):
     """Server-sent events, parsed incrementally; ``hide`` drops events from the app's view."""
 
@@ -113,9 +131,20 @@ class SseReader(_StreamReader):
         super().__init__(exchange, status_code, accumulator)
         self._hide = hide
         self._buffer = b""
+        self._separator: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         buffer = self._buffer + chunk
+        if self._separator is None:
+            self._separator = _separator_of(buffer)
+        separator = self._separator
+        if separator is not None and _only_ending(buffer, separator):
+            # The usual case: one kind of line ending throughout, split at C speed.
+            *events, self._buffer = buffer.split(separator)
+            kept = [event for event in events if self._event(event)]
+            if len(kept) == len(events):
+                return buffer[: len(buffer) - len(self._buffer)]
+            return b"".join(event + separator for event in kept)
         forwarded: list[bytes] = []
         start = 0
         while match := _BLANK_LINE.search(buffer, start):
@@ -140,15 +169,19 @@ class SseReader(_StreamReader):
     def _event(self, raw: bytes) -> bool:
         """Read one event; whether the application should see it."""
         name: str | None = None
-        data: list[bytes] = []
-        for line in raw.splitlines():
-            if line.startswith(b"data:"):
-                data.append(line[6:] if line[5:6] == b" " else line[5:])
-            elif line.startswith(b"event:"):
-                name = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", "replace")
-        if not data:
-            return True
-        payload = data[0] if len(data) == 1 else b"\n".join(data)
+        if raw.startswith(b"data: ") and b"\n" not in raw and b"\r" not in raw:
+            payload = raw[6:]  # the usual event: one data line
+        else:
+            data: list[bytes] = []
+            for line in raw.splitlines():
+                if line.startswith(b"data:"):
+                    data.append(line[6:] if line[5:6] == b" " else line[5:])
+                elif line.startswith(b"event:"):
+                    value = line[7:] if line[6:7] == b" " else line[6:]
+                    name = value.decode("utf-8", "replace")
+            if not data:
+                return True
+            payload = data[0] if len(data) == 1 else b"\n".join(data)
         if payload.strip() == b"[DONE]":
             self._accumulator.finished = True
             return True
@@ -235,39 +268,75 @@ def body_reader_for(exchange: Exchange, response: Any) -> BodyReader:
 
 
 class _Tap:
-    """Feeds a decoded copy of each chunk to a reader; in rewrite mode returns the reader's
-    output for the application instead of the raw chunk."""
+    """Feeds a decoded copy of each chunk to a reader.
 
-    __slots__ = ("_decoder", "_done", "_reader", "rewrite")
+    Inline (``rewrite``), the reader runs on the application's path and its output replaces
+    the chunk. Otherwise the chunks are only collected there and handed to the recorder
+    thread every :data:`HANDOFF_BYTES`, which decodes and reads them in order: the application
+    pays for a list append per chunk, and memory stays bounded by the hand-off size.
+    """
 
-    def __init__(self, reader: BodyReader, decoder: Any, *, rewrite: bool) -> None:
+    __slots__ = (
+        "_decoder",
+        "_done",
+        "_exchange",
+        "_pending",
+        "_pending_size",
+        "_reader",
+        "_recorder",
+        "rewrite",
+    )
+
+    def __init__(
+        self, exchange: Exchange, reader: BodyReader, decoder: Any, *, rewrite: bool
+    ) -> None:
+        self._exchange = exchange
         self._reader = reader
         self._decoder = decoder
+        self._recorder: Recorder = exchange.meter.recorder
         self._done = False
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self.rewrite = rewrite
 
     def feed(self, raw: bytes) -> bytes:
         if self._done:
             return raw
+        if not self.rewrite:
+            self._pending.append(raw)
+            self._pending_size += len(raw)
+            if self._pending_size >= HANDOFF_BYTES:
+                pieces, self._pending, self._pending_size = self._pending, [], 0
+                self._recorder.submit(partial(self._read, pieces))
+            return raw
         try:
-            forwarded = [self._reader.feed(piece) for piece in self._decode(raw)]
+            return b"".join(self._read_now(raw))
         except Exception:
             # Metering must never break the application's stream: stop reading it.
             _log.exception("P402 could not read a response stream; its usage is missing")
             self._done = True
             self._reader.close(complete=False)
             return raw
-        return b"".join(forwarded) if self.rewrite else raw
 
-    def _decode(self, raw: bytes) -> Iterable[bytes]:
+    def _read_now(self, raw: bytes) -> list[bytes]:
         # httpx decoders return bytes; httpx2 decoders yield them.
         decoded = self._decoder.decode(raw)
-        return [decoded] if isinstance(decoded, bytes) else list(decoded)
+        pieces = [decoded] if isinstance(decoded, bytes) else decoded
+        return [self._reader.feed(piece) for piece in pieces if piece]
 
-    def end(self, *, complete: bool) -> bytes:
+    def _read(self, raws: list[bytes]) -> None:
+        """On the recorder thread: decode and read collected chunks."""
         if self._done:
-            return b""
-        self._done = True
+            return
+        try:
+            for raw in raws:
+                self._read_now(raw)
+        except Exception:
+            _log.exception("P402 could not read a response stream; its usage is missing")
+            self._done = True
+            self._reader.close(complete=False)
+
+    def _close(self, complete: bool) -> bytes:
         forwarded: list[bytes] = []
         try:
             if complete:
@@ -278,7 +347,24 @@ class _Tap:
             _log.exception("P402 could not finish reading a response stream")
             complete = False
         forwarded.append(self._reader.close(complete=complete))
-        return b"".join(forwarded) if self.rewrite else b""
+        return b"".join(forwarded)
+
+    def _finish_later(self, pieces: list[bytes], complete: bool) -> None:
+        self._read(pieces)
+        if not self._done:
+            self._done = True
+            self._close(complete)
+
+    def end(self, *, complete: bool) -> bytes:
+        if self._done:
+            return b""
+        if not self.rewrite:
+            self._exchange.ended_ns = time.time_ns()
+            pieces, self._pending = self._pending, []
+            self._recorder.submit(partial(self._finish_later, pieces, complete))
+            return b""
+        self._done = True
+        return self._close(complete)
 
 
 class _TappedSync:
@@ -335,6 +421,21 @@ class _TappedAsync:
             self._tap.end(complete=False)
 
 
+class _Identity:
+    """The decoder of a body sent without content-encoding."""
+
+    @staticmethod
+    def decode(data: bytes) -> bytes:
+        return data
+
+    @staticmethod
+    def flush() -> bytes:
+        return b""
+
+
+_IDENTITY: Final = _Identity()
+
+
 @cache
 def _wrapper_class(base: type, is_async: bool) -> type:
     # iter_raw()/close() check isinstance(stream, SyncByteStream) of their own module.
@@ -347,11 +448,14 @@ def tap_response(exchange: Exchange, response: Any, *, is_async: bool) -> None:
     reader = body_reader_for(exchange, response)
     # A private decoder of the response's own content-encoding, independent of the one
     # the application's reads use.
-    decoder = type(response)(200, headers=response.headers)._get_content_decoder()
+    if response.headers.get("content-encoding", "identity") == "identity":
+        decoder = _IDENTITY
+    else:
+        decoder = type(response)(200, headers=response.headers)._get_content_decoder()
     rewrite = exchange.hide_event is not None and isinstance(reader, SseReader)
     if rewrite and "content-encoding" in response.headers:
         del response.headers["content-encoding"]
     module = sys.modules[type(response).__module__.split(".")[0]]
     base = module.AsyncByteStream if is_async else module.SyncByteStream
-    tap = _Tap(reader, decoder, rewrite=rewrite)
+    tap = _Tap(exchange, reader, decoder, rewrite=rewrite)
     response.stream = _wrapper_class(base, is_async)(response.stream, tap)
