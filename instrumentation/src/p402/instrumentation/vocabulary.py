@@ -36,6 +36,29 @@ SERVER_PORT: Final = "server.port"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 ERROR_TYPE: Final = "error.type"
 
+# Names other instrumentations use (older semantic conventions, OpenLLMetry), read by the
+# receiver as aliases of the names above.
+LEGACY_USAGE_NAMES: Final = {
+    GEN_AI_USAGE_INPUT_TOKENS: ("gen_ai.usage.prompt_tokens", "llm.usage.prompt_tokens"),
+    GEN_AI_USAGE_OUTPUT_TOKENS: ("gen_ai.usage.completion_tokens", "llm.usage.completion_tokens"),
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: ("gen_ai.usage.cache_read_input_tokens",),
+    GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS: (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+    ),
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: ("gen_ai.usage.reasoning_tokens",),
+}
+PROVIDER_NAME_ALIASES: Final = {
+    "az.ai.openai": "azure.ai.openai",
+    "azure": "azure.ai.openai",
+    "gemini": "gcp.gemini",
+    "google": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "vertexai": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+}
+"""Other spellings of ``gen_ai.provider.name`` / ``gen_ai.system`` values (lower-cased)."""
+
 # --- P402 ---------------------------------------------------------------------------------
 P402_EVENT_ID: Final = "p402.event.id"
 P402_PRICE_VERSION: Final = "p402.price.version"

@@ -80,11 +80,15 @@ class EventRecord:
     attempt: int = 0
     status_code: int | None = None
     error_type: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    source: str = "p402"
+    response_key: str | None = None
+    content_input: str | None = None
+    content_output: str | None = None
+    fingerprint_input: str | None = None
+    fingerprint_output: str | None = None
 
     def row(self, tenant_id: int, received_ms: int) -> dict[str, Any]:
         values = asdict(self)
-        values.pop("extra")
         values.update(tenant_id=tenant_id, received_ms=received_ms)
         return values
 
@@ -92,20 +96,44 @@ class EventRecord:
 def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]) -> int:
     """Write ``records`` for ``tenant_id`` in one transaction; returns how many were new.
 
-    Events already in the ledger (same ``event_id`` for the tenant) are left untouched.
+    Events already in the ledger (same ``event_id`` for the tenant) are left untouched. A call
+    reported both by P402 and by another instrumentation (same ``response_key``) is one
+    event: P402's report, which carries owners and evidence, replaces or pre-empts the other
+    one; reports of other instrumentations are one event among themselves.
     """
     if not records:
         return 0
     received = now_ms()
-    rows = [record.row(tenant_id, received) for record in records]
+    own_keys = {r.response_key for r in records if r.source == "p402" and r.response_key}
+    foreign_keys = {r.response_key for r in records if r.source != "p402" and r.response_key}
     dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    statement = (
-        dialect.insert(EVENTS)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "event_id"])
-        .returning(EVENTS.c.event_id)
-    )
+    statement = dialect.insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.event_id)
     with engine.begin() as connection:
-        return len(connection.execute(statement, rows).all())
+        if own_keys:
+            connection.execute(
+                EVENTS.delete().where(
+                    EVENTS.c.tenant_id == tenant_id,
+                    EVENTS.c.source != "p402",
+                    EVENTS.c.response_key.in_(own_keys),
+                )
+            )
+        reported = own_keys
+        if foreign_keys - own_keys:
+            reported = reported | set(
+                connection.execute(
+                    select(EVENTS.c.response_key).where(
+                        EVENTS.c.tenant_id == tenant_id,
+                        EVENTS.c.source == "p402",
+                        EVENTS.c.response_key.in_(foreign_keys - own_keys),
+                    )
+                ).scalars()
+            )
+        rows = [
+            record.row(tenant_id, received)
+            for record in records
+            if record.source == "p402" or record.response_key not in reported
+        ]
+        return len(connection.execute(statement, rows).all()) if rows else 0
 
 
 EVENT_FIELDS: Final = (

@@ -6,7 +6,9 @@ epoch milliseconds in 64-bit columns. Usage or cost that was not measured is NUL
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+import secrets
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from p402.instrumentation.vocabulary import PrivacyMode
@@ -29,6 +31,9 @@ class Tenant(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=200)
     max_privacy_mode: str = Field(default=PrivacyMode.METADATA_ONLY.value, max_length=32)
+    fingerprint_key: str = Field(
+        default_factory=lambda: secrets.token_hex(32), max_length=64
+    )  # keys the fingerprints the receiver makes of content a tenant may not store
     created_ms: int = Field(sa_column=_bigint(nullable=False))
 
 
@@ -51,6 +56,17 @@ class EconomicEvent(SQLModel, table=True):
     __tablename__ = "economic_event"
     __table_args__ = (
         UniqueConstraint("tenant_id", "event_id", name="uq_event_tenant_event_id"),
+        # One logical call reported by other instrumentations is one event (P402's own
+        # reports are matched against them in ``insert_events``).
+        Index(
+            "uq_event_tenant_foreign_response",
+            "tenant_id",
+            "response_key",
+            unique=True,
+            sqlite_where=text("source != 'p402'"),
+            postgresql_where=text("source != 'p402'"),
+        ),
+        Index("ix_event_tenant_response", "tenant_id", "response_key"),
         Index("ix_event_tenant_time", "tenant_id", "ts_ms"),
     )
 
@@ -94,6 +110,15 @@ class EconomicEvent(SQLModel, table=True):
     feature: str | None = Field(default=None, max_length=200)
     customer: str | None = Field(default=None, max_length=200)
     task_type: str | None = Field(default=None, max_length=200)
+
+    source: str = Field(default="p402", max_length=16)
+    """``p402`` for P402 economic-event spans, ``genai`` for other instrumentations' spans."""
+    response_key: str | None = Field(default=None, max_length=300)
+    """``{provider}:{response id}``: what makes two reports of one call the same event."""
+    content_input: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
+    content_output: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
+    fingerprint_input: str | None = Field(default=None, max_length=64)
+    fingerprint_output: str | None = Field(default=None, max_length=64)
 
     outcome: str | None = Field(default=None, max_length=16)
     response_id: str | None = Field(default=None, max_length=200)

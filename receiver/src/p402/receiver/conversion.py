@@ -1,14 +1,24 @@
 """Spans → ledger records: a pure function, separate from HTTP and from the database.
 
 A span becomes an economic event when it is a P402 economic-event span (it carries
-``p402.event.id``) or a GenAI span with a model and an operation. Everything else is
-ignored and counted. The ledger's cost is computed here, deterministically from usage, model,
-timestamp and the receiver's price data; a provider-reported cost (e.g. OpenRouter) is the
-billed amount and wins. The client's own figure is kept beside it, and a disagreement flagged.
+``p402.event.id``) or a GenAI span with a model and an operation, as other instrumentations
+emit them (OpenTelemetry's GenAI instrumentations, OpenLLMetry, the anthropic SDK's own
+tracing; older attribute names are read too). Everything else is ignored and counted.
+
+The ledger's cost is computed here, deterministically from usage, model, timestamp and the
+receiver's price data; a provider-reported cost (e.g. OpenRouter) is the billed amount and
+wins. The client's own figure is kept beside it, and a disagreement flagged.
+
+Content is filtered here, before anything is written, by the tenant's maximum privacy mode:
+under ``metadata_only`` neither content nor fingerprints are kept, under
+``fingerprint_only`` content becomes keyed fingerprints, under ``redacted_trace`` and
+``private_gateway`` it is redacted again, and only ``full_trace`` keeps it verbatim.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,16 +28,26 @@ from typing import Any
 from p402.instrumentation import vocabulary as v
 from p402.instrumentation.money import parse_usd, to_picos
 from p402.instrumentation.pricing import compute_cost, price_version
+from p402.instrumentation.privacy import Redactor
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import CostEvidence, PrivacyMode, UsageEvidence
 from p402.ledger.events import EventRecord
 from p402.receiver.otlp import PlainSpan
 
-__all__ = ["Conversion", "InvalidSpan", "convert_spans", "span_to_record"]
+__all__ = ["Conversion", "IngestPolicy", "InvalidSpan", "convert_spans", "span_to_record"]
 
 
 class InvalidSpan(ValueError):
     """An LLM span whose attributes cannot make a truthful event; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPolicy:
+    """What a tenant allows the ledger to keep."""
+
+    max_privacy: PrivacyMode = PrivacyMode.METADATA_ONLY
+    fingerprint_key: bytes = b""
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 @dataclass(slots=True)
@@ -49,7 +69,12 @@ def _is_llm_span(attributes: dict[str, Any]) -> bool:
 def _count(attributes: dict[str, Any], key: str) -> int | None:
     value = attributes.get(key)
     if value is None:
-        return None
+        for alias in v.LEGACY_USAGE_NAMES.get(key, ()):
+            if (value := attributes.get(alias)) is not None:
+                key = alias
+                break
+        else:
+            return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidSpan(f"{key} must be a non-negative integer, not {value!r}")
     return value
@@ -70,17 +95,65 @@ def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: A
         raise InvalidSpan(f"{key}={value!r} is not a known value") from None
 
 
-def span_to_record(span: PlainSpan, tenant_max_privacy: PrivacyMode) -> EventRecord:
+def _provider(attributes: dict[str, Any]) -> str | None:
+    name = _text(attributes, v.GEN_AI_PROVIDER_NAME) or _text(attributes, v.GEN_AI_SYSTEM)
+    if name is None:
+        return None
+    name = name.lower()
+    return v.PROVIDER_NAME_ALIASES.get(name, name)
+
+
+def _usage(attributes: dict[str, Any], from_p402: bool) -> TokenUsage:
+    input_tokens = _count(attributes, v.GEN_AI_USAGE_INPUT_TOKENS)
+    cache_read = _count(attributes, v.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)
+    cache_write = _count(attributes, v.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS)
+    cached = (cache_read or 0) + (cache_write or 0)
+    if not from_p402 and input_tokens is not None and input_tokens < cached:
+        # A reporter that counts input without the cache (Anthropic's own convention): the
+        # total input is the sum, as the semantic conventions define it.
+        input_tokens += cached
+    return TokenUsage(
+        input_tokens=input_tokens,
+        output_tokens=_count(attributes, v.GEN_AI_USAGE_OUTPUT_TOKENS),
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=_count(attributes, v.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
+    )
+
+
+def _content(
+    attributes: dict[str, Any], policy: IngestPolicy
+) -> tuple[str | None, str | None, str | None, str | None]:
+    """What of the span's content the tenant may keep: (input, output, fingerprints)."""
+    mode = policy.max_privacy
+    if mode is PrivacyMode.METADATA_ONLY:
+        return None, None, None, None
+    texts = [
+        _text(attributes, v.GEN_AI_INPUT_MESSAGES),
+        _text(attributes, v.GEN_AI_OUTPUT_MESSAGES),
+    ]
+    fingerprints = [
+        _text(attributes, v.P402_CONTENT_FINGERPRINT_INPUT),
+        _text(attributes, v.P402_CONTENT_FINGERPRINT_OUTPUT),
+    ]
+    for index, text in enumerate(texts):
+        if text is not None and fingerprints[index] is None:
+            fingerprints[index] = hmac.new(
+                policy.fingerprint_key, text.encode(), hashlib.sha256
+            ).hexdigest()
+    if mode is PrivacyMode.FINGERPRINT_ONLY:
+        texts = [None, None]
+    elif mode is not PrivacyMode.FULL_TRACE:
+        texts = [None if text is None else policy.redactor.redact(text) for text in texts]
+    return texts[0], texts[1], fingerprints[0], fingerprints[1]
+
+
+def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
     a = span.attributes
-    usage = TokenUsage(
-        input_tokens=_count(a, v.GEN_AI_USAGE_INPUT_TOKENS),
-        output_tokens=_count(a, v.GEN_AI_USAGE_OUTPUT_TOKENS),
-        cache_read_tokens=_count(a, v.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS),
-        cache_write_tokens=_count(a, v.GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS),
-        reasoning_tokens=_count(a, v.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS),
-    )
-    provider = _text(a, v.GEN_AI_PROVIDER_NAME) or _text(a, v.GEN_AI_SYSTEM)
+    from_p402 = v.P402_EVENT_ID in a
+    usage = _usage(a, from_p402)
+    provider = _provider(a)
     model_requested = _text(a, v.GEN_AI_REQUEST_MODEL)
     model_used = _text(a, v.GEN_AI_RESPONSE_MODEL) or model_requested
     ts_ms = span.start_ns // 1_000_000
@@ -112,8 +185,10 @@ def span_to_record(span: PlainSpan, tenant_max_privacy: PrivacyMode) -> EventRec
         cost_evidence = CostEvidence.COMPUTED if cost is not None else CostEvidence.UNPRICED
 
     privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, PrivacyMode.METADATA_ONLY)
-    if PrivacyMode(privacy).rank > tenant_max_privacy.rank:
-        privacy = tenant_max_privacy.value
+    if PrivacyMode(privacy).rank > policy.max_privacy.rank:
+        privacy = policy.max_privacy.value
+    content_input, content_output, fingerprint_input, fingerprint_output = _content(a, policy)
+    response_id = _text(a, v.GEN_AI_RESPONSE_ID)
 
     status_code = a.get(v.HTTP_RESPONSE_STATUS_CODE)
     owners: dict[str, Any] = {
@@ -143,24 +218,32 @@ def span_to_record(span: PlainSpan, tenant_max_privacy: PrivacyMode) -> EventRec
         policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, v.PolicyResult.ALLOWED),
         policy_reason=_text(a, v.P402_POLICY_REASON),
         **owners,
-        response_id=_text(a, v.GEN_AI_RESPONSE_ID),
+        response_id=response_id,
         trace_id=span.trace_id,
         span_id=span.span_id,
         attempt=_count(a, v.P402_ATTEMPT) or 0,
         status_code=status_code if isinstance(status_code, int) else None,
         error_type=_text(a, v.ERROR_TYPE),
+        source="p402" if from_p402 else "genai",
+        response_key=f"{provider}:{response_id}" if response_id else None,
+        content_input=content_input,
+        content_output=content_output,
+        fingerprint_input=fingerprint_input,
+        fingerprint_output=fingerprint_output,
     )
 
 
-def convert_spans(spans: Iterable[PlainSpan], tenant_max_privacy: PrivacyMode) -> Conversion:
+def convert_spans(spans: Iterable[PlainSpan], policy: IngestPolicy | PrivacyMode) -> Conversion:
     """Records for the LLM spans among ``spans``; the rest ignored, the invalid rejected."""
+    if isinstance(policy, PrivacyMode):
+        policy = IngestPolicy(policy)
     result = Conversion()
     for span in spans:
         if not _is_llm_span(span.attributes):
             result.ignored += 1
             continue
         try:
-            result.records.append(span_to_record(span, tenant_max_privacy))
+            result.records.append(span_to_record(span, policy))
         except InvalidSpan as error:
             result.rejected += 1
             if len(result.errors) < 10:
