@@ -1,0 +1,15 @@
+"""The ingest policy of a tenant, read from the ledger."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from p402.ledger.tenants import ingest_settings
+from p402.receiver.conversion import IngestPolicy
+
+__all__ = ["ingest_policy"]
+
+
+def ingest_policy(engine: Engine, tenant_id: int) -> IngestPolicy:
+    max_privacy, fingerprint_key = ingest_settings(engine, tenant_id)
+    return IngestPolicy(max_privacy, fingerprint_key=fingerprint_key)
