@@ -10,8 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Engine
-from sqlmodel import SQLModel
+from sqlalchemy import Engine, text
 
 from p402.instrumentation.testing import StandInProvider
 from p402.ledger.database import connect, prepare_schema
@@ -48,7 +47,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'p402.db'}"
     url: str = request.getfixturevalue("postgres_database")
     engine = connect(url)
-    SQLModel.metadata.drop_all(engine)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
     engine.dispose()
     return url
 

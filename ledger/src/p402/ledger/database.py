@@ -7,14 +7,23 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Engine, create_engine, event
-from sqlmodel import SQLModel
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from p402.ledger import models  # noqa: F401 - registers the tables on SQLModel.metadata
 
-__all__ = ["DEFAULT_DATABASE_URL", "connect", "database_url", "prepare_schema"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "alembic_config",
+    "connect",
+    "database_url",
+    "migrate",
+    "prepare_schema",
+]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///./p402.db"
 
@@ -43,6 +52,26 @@ def connect(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def prepare_schema(engine: Engine) -> None:
-    """Create any table that does not exist yet."""
-    SQLModel.metadata.create_all(engine)
+MIGRATIONS: Final = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK: Final = 0x50343032  # PostgreSQL advisory lock key: "P402"
+
+
+def alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest migration (creating it on an empty database).
+
+    On PostgreSQL an advisory lock makes servers starting together migrate one at a time.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        command.upgrade(alembic_config(connection), "head")
+
+
+prepare_schema = migrate
