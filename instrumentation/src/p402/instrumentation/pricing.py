@@ -28,7 +28,7 @@ from genai_prices.types import ModelPrice, TieredPrices
 
 from p402.instrumentation.usage import TokenUsage
 
-__all__ = ["compute_cost", "price_version", "pricing_provider_id"]
+__all__ = ["NegotiatedRates", "compute_cost", "price_version", "pricing_provider_id"]
 
 _PRICING_PROVIDER_IDS: Final = {
     "openai": "openai",
@@ -132,19 +132,53 @@ def _model_price(model: str, provider_id: str, at: datetime) -> Any:
     return model_info.get_prices(at)
 
 
-def compute_cost(usage: TokenUsage, *, model: str, provider: str, at: datetime) -> Decimal | None:
+@dataclass(frozen=True, slots=True)
+class NegotiatedRates:
+    """A tenant's own prices, USD per million tokens; cache rates default to the input rate."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+    def cost(self, usage: TokenUsage) -> Decimal:
+        cache_read = usage.cache_read_tokens or 0
+        cache_write = usage.cache_write_tokens or 0
+        uncached = (usage.input_tokens or 0) - cache_read - cache_write
+        read_rate = self.cache_read_per_mtok
+        write_rate = self.cache_write_per_mtok
+        per_mtok = (
+            self.input_per_mtok * uncached
+            + (self.input_per_mtok if read_rate is None else read_rate) * cache_read
+            + (self.input_per_mtok if write_rate is None else write_rate) * cache_write
+            + self.output_per_mtok * (usage.output_tokens or 0)
+        )
+        return per_mtok / _MILLION
+
+
+def compute_cost(
+    usage: TokenUsage,
+    *,
+    model: str,
+    provider: str,
+    at: datetime,
+    rates: NegotiatedRates | None = None,
+) -> Decimal | None:
     """The cost of ``usage`` on ``model`` at ``at``, or ``None`` when it cannot be priced.
 
-    ``None`` means the model or provider is unknown to the price data, or no usage was
-    measured: such a call is ``unpriced``, never free.
+    ``rates`` (a tenant's negotiated prices) replace the price data. ``None`` means the model
+    or provider is unknown to the price data, or no usage was measured: such a call is
+    ``unpriced``, never free.
     """
     if not usage.measured:
         return None
+    if rates is not None:
+        return rates.cost(usage)
     try:
         model_price = _model_price(model, pricing_provider_id(provider), at)
     except LookupError:
         return None
-    rates = _linear_rates(model_price)
-    if rates is None:
+    rates_of_model = _linear_rates(model_price)
+    if rates_of_model is None:
         return Decimal(model_price.calc_price(_price_usage(usage))["total_price"])
-    return rates.cost(usage)
+    return rates_of_model.cost(usage)

@@ -13,7 +13,7 @@ from sqlmodel import Field, SQLModel
 
 from p402.instrumentation.vocabulary import PrivacyMode
 
-__all__ = ["ApiKey", "EconomicEvent", "Tenant"]
+__all__ = ["ApiKey", "EconomicEvent", "PriceOverride", "Tenant"]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits.
 _BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -129,3 +129,21 @@ class EconomicEvent(SQLModel, table=True):
     error_type: str | None = Field(default=None, max_length=200)
     receipt_id: str | None = Field(default=None, max_length=64)
     evidence_status: str = Field(default="pending", max_length=16)
+
+
+class PriceOverride(SQLModel, table=True):
+    """A tenant's negotiated rates for a model (USD per million tokens, decimal strings), used
+    by the receiver instead of the public price data while in force."""
+
+    __tablename__ = "price_override"
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id", index=True)
+    provider: str | None = Field(default=None, max_length=64)  # None: any provider
+    model: str = Field(max_length=200)  # the model used; fnmatch patterns such as "gpt-5*"
+    input_per_mtok: str = Field(max_length=40)
+    output_per_mtok: str = Field(max_length=40)
+    cache_read_per_mtok: str | None = Field(default=None, max_length=40)
+    cache_write_per_mtok: str | None = Field(default=None, max_length=40)
+    valid_from_ms: int | None = Field(default=None, sa_column=_bigint())
+    valid_to_ms: int | None = Field(default=None, sa_column=_bigint())

@@ -6,7 +6,8 @@ emit them (OpenTelemetry's GenAI instrumentations, OpenLLMetry, the anthropic SD
 tracing; older attribute names are read too). Everything else is ignored and counted.
 
 The ledger's cost is computed here, deterministically from usage, model, timestamp and the
-receiver's price data; a provider-reported cost (e.g. OpenRouter) is the billed amount and
+receiver's price data, or the tenant's negotiated rates where they apply; a provider-reported
+cost (e.g. OpenRouter) is the billed amount and
 wins. The client's own figure is kept beside it, and a disagreement flagged.
 
 Content is filtered here, before anything is written, by the tenant's maximum privacy mode:
@@ -32,6 +33,7 @@ from p402.instrumentation.privacy import Redactor
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import CostEvidence, PrivacyMode, UsageEvidence
 from p402.ledger.events import EventRecord
+from p402.ledger.price_overrides import RateOverride, rates_for
 from p402.receiver.otlp import PlainSpan
 
 __all__ = ["Conversion", "IngestPolicy", "InvalidSpan", "convert_spans", "span_to_record"]
@@ -48,6 +50,8 @@ class IngestPolicy:
     max_privacy: PrivacyMode = PrivacyMode.METADATA_ONLY
     fingerprint_key: bytes = b""
     redactor: Redactor = field(default_factory=Redactor)
+    rates: tuple[RateOverride, ...] = ()
+    """Negotiated rates, used instead of the public price data where they apply."""
 
 
 @dataclass(slots=True)
@@ -172,17 +176,20 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     if provider_reported and client_cost is not None:
         cost, cost_evidence = client_cost, CostEvidence.PROVIDER_REPORTED
     else:
+        override = rates_for(policy.rates, provider, model_used, ts_ms) if model_used else None
         cost = (
             compute_cost(
                 usage,
                 model=model_used,
                 provider=provider or "",
                 at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),
+                rates=override.rates if override else None,
             )
             if model_used
             else None
         )
         cost_evidence = CostEvidence.COMPUTED if cost is not None else CostEvidence.UNPRICED
+        computed_with = override.price_version if override else price_version()
 
     privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, PrivacyMode.METADATA_ONLY)
     if PrivacyMode(privacy).rank > policy.max_privacy.rank:
@@ -214,7 +221,7 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
         cost_picos=None if cost is None else to_picos(cost),
         client_cost_picos=None if client_cost is None else to_picos(client_cost),
         cost_mismatch=client_cost is not None and cost is not None and client_cost != cost,
-        price_version=price_version() if cost_evidence is CostEvidence.COMPUTED else None,
+        price_version=computed_with if cost_evidence is CostEvidence.COMPUTED else None,
         policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, v.PolicyResult.ALLOWED),
         policy_reason=_text(a, v.P402_POLICY_REASON),
         **owners,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from p402.ledger.price_overrides import price_overrides
 from p402.ledger.tenants import ingest_settings
 from p402.receiver.conversion import IngestPolicy
 
@@ -12,4 +13,6 @@ __all__ = ["ingest_policy"]
 
 def ingest_policy(engine: Engine, tenant_id: int) -> IngestPolicy:
     max_privacy, fingerprint_key = ingest_settings(engine, tenant_id)
-    return IngestPolicy(max_privacy, fingerprint_key=fingerprint_key)
+    return IngestPolicy(
+        max_privacy, fingerprint_key=fingerprint_key, rates=price_overrides(engine, tenant_id)
+    )
