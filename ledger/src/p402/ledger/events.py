@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, RowMapping, Select, and_, func, or_, select
@@ -86,11 +86,16 @@ class EventRecord:
     content_output: str | None = None
     fingerprint_input: str | None = None
     fingerprint_output: str | None = None
+    evidence_status: str = "pending"
 
     def row(self, tenant_id: int, received_ms: int) -> dict[str, Any]:
-        values = asdict(self)
-        values.update(tenant_id=tenant_id, received_ms=received_ms)
+        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        values["tenant_id"] = tenant_id
+        values["received_ms"] = received_ms
         return values
+
+
+_RECORD_FIELDS: Final = tuple(f.name for f in fields(EventRecord))
 
 
 def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]) -> int:
@@ -107,7 +112,7 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
     own_keys = {r.response_key for r in records if r.source == "p402" and r.response_key}
     foreign_keys = {r.response_key for r in records if r.source != "p402" and r.response_key}
     dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(EVENTS).on_conflict_do_nothing().returning(EVENTS.c.event_id)
+    statement = dialect.insert(EVENTS).on_conflict_do_nothing()
     with engine.begin() as connection:
         if own_keys:
             connection.execute(
@@ -133,7 +138,27 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
             for record in records
             if record.source == "p402" or record.response_key not in reported
         ]
-        return len(connection.execute(statement, rows).all()) if rows else 0
+        if not rows:
+            return 0
+        if connection.dialect.name == "postgresql":
+            return _insert_with_psycopg(connection, rows)
+        return int(connection.execute(statement, rows).rowcount)
+
+
+def _insert_with_psycopg(connection: Connection, rows: list[dict[str, Any]]) -> int:
+    """psycopg's own ``executemany`` (pipelined, and it sums the rowcount), in the same
+    transaction: SQLAlchemy would batch it into huge multi-row statements that psycopg parses
+    again on every call."""
+    columns = list(rows[0])
+    sql = (
+        f"INSERT INTO {EVENTS.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING"
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.executemany(sql, [tuple(row[column] for column in columns) for row in rows])
+        return int(cursor.rowcount)
 
 
 EVENT_FIELDS: Final = (
