@@ -1,9 +1,13 @@
 """OTLP/HTTP trace ingest, independent of the web framework: body in, committed rows out.
 
+The body is binary protobuf (``application/x-protobuf``) or OTLP/JSON (``application/json``),
+gzip-compressed or not, and the answer is an ``ExportTraceServiceResponse`` in the request's
+encoding. A malformed body is refused whole: nothing of it is stored.
+
 Errors subclass the builtin that matches and carry the HTTP status the API answers with:
 
     IngestError (ValueError)
-     ├── MalformedPayload      400  not valid protobuf
+     ├── MalformedPayload      400  not an OTLP export request in protobuf or OTLP/JSON
      ├── UnsupportedMediaType  415  neither application/x-protobuf nor application/json
      └── PayloadTooLarge       413  body or decompressed body over the limit
 """
@@ -11,18 +15,19 @@ Errors subclass the builtin that matches and carry the HTTP status the API answe
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from p402.instrumentation.vocabulary import PrivacyMode
 from p402.ledger.events import insert_events
-from p402.ledger.models import Tenant
 from p402.receiver import otlp
 from p402.receiver.conversion import convert_spans
+from p402.receiver.policy import ingest_policy
 
 __all__ = [
+    "JSON",
     "MAX_BODY_BYTES",
     "IngestError",
     "IngestResult",
@@ -34,7 +39,7 @@ __all__ = [
 
 MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 PROTOBUF: Final = "application/x-protobuf"
-_TENANTS = Tenant.__table__  # type: ignore[attr-defined]
+JSON: Final = "application/json"
 
 
 class IngestError(ValueError):
@@ -63,8 +68,12 @@ class IngestResult:
     ignored: int
     rejected: int
     message: str
+    media_type: str = PROTOBUF
+    """The encoding of the request, and so of :meth:`otlp_response`."""
 
     def otlp_response(self) -> bytes:
+        if self.media_type == JSON:
+            return otlp.export_response_json(self.rejected, self.message)
         return otlp.export_response(self.rejected, self.message)
 
 
@@ -84,14 +93,6 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     return data
 
 
-def _tenant_privacy(engine: Engine, tenant_id: int) -> PrivacyMode:
-    with engine.connect() as connection:
-        mode = connection.execute(
-            select(_TENANTS.c.max_privacy_mode).where(_TENANTS.c.id == tenant_id)
-        ).scalar_one()
-    return PrivacyMode(mode)
-
-
 def ingest_traces(
     engine: Engine,
     tenant_id: int,
@@ -103,16 +104,21 @@ def ingest_traces(
 ) -> IngestResult:
     """Decode, convert and durably store one OTLP export request for ``tenant_id``."""
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != PROTOBUF:
-        raise UnsupportedMediaType(f"unsupported Content-Type {media_type!r} (use {PROTOBUF})")
+    if media_type not in (PROTOBUF, JSON):
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media_type!r} (use {PROTOBUF} or {JSON})"
+        )
     if len(body) > limit:
         raise PayloadTooLarge(f"body exceeds {limit} bytes")
     data = _decompress(body, content_encoding, limit)
     try:
-        request = otlp.parse_protobuf(data)
+        # JSON is decoded whole here; protobuf is parsed whole here and walked lazily after
+        spans: Iterable[otlp.PlainSpan] = (
+            otlp.parse_json(data) if media_type == JSON else otlp.spans(otlp.parse_protobuf(data))
+        )
     except otlp.MalformedPayload as error:
         raise MalformedPayload(str(error)) from None
-    conversion = convert_spans(otlp.spans(request), _tenant_privacy(engine, tenant_id))
+    conversion = convert_spans(spans, ingest_policy(engine, tenant_id))
     inserted = insert_events(engine, tenant_id, conversion.records)
     return IngestResult(
         accepted=len(conversion.records),
@@ -120,4 +126,5 @@ def ingest_traces(
         ignored=conversion.ignored,
         rejected=conversion.rejected,
         message="; ".join(conversion.errors),
+        media_type=media_type,
     )

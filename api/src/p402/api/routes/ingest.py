@@ -33,4 +33,4 @@ async def export_traces(
         content_type=request.headers.get("content-type", ""),
         content_encoding=request.headers.get("content-encoding", ""),
     )
-    return Response(result.otlp_response(), media_type="application/x-protobuf")
+    return Response(result.otlp_response(), media_type=result.media_type)
