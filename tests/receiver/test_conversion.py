@@ -121,3 +121,29 @@ def test_a_span_without_p402_id_is_keyed_by_trace_and_span_id():
     attributes = {k: v for k, v in P402_SPAN.items() if k != "p402.event.id"}
     (record,) = convert_spans([_span(attributes)], PrivacyMode.METADATA_ONLY).records
     assert record.event_id == "0af7651916cd43dd8448eb211c80319c00000000000000a1"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"gen_ai.usage.cache_read.input_tokens": 5000}, "exceed the input tokens"),
+        ({"gen_ai.usage.reasoning.output_tokens": 500}, "exceed the output tokens"),
+        ({"gen_ai.usage.input_tokens": None}, "without an input token count"),
+        ({"gen_ai.usage.input_tokens": 10**13}, "an integer from 0 to"),
+        ({"gen_ai.usage.cost.amount": "5000000"}, "must be from 0 to"),
+        ({"gen_ai.usage.cost.amount": "-1"}, "must be from 0 to"),
+    ],
+)
+def test_impossible_usage_or_cost_is_rejected_not_stored(changes, message):
+    attributes = {k: v for k, v in {**P402_SPAN, **changes}.items() if v is not None}
+    conversion = convert_spans([_span(attributes)], PrivacyMode.METADATA_ONLY)
+    assert conversion.records == []
+    assert message in conversion.errors[0]
+
+
+def test_a_span_with_neither_event_id_nor_ids_is_rejected():
+    attributes = {k: v for k, v in P402_SPAN.items() if k != "p402.event.id"}
+    span = PlainSpan("", "", "chat", START_NS, START_NS, attributes, {})
+    assert (
+        "p402.event.id, or a trace id" in convert_spans([span], PrivacyMode.METADATA_ONLY).errors[0]
+    )

@@ -167,10 +167,10 @@ def compute_cost(
     """The cost of ``usage`` on ``model`` at ``at``, or ``None`` when it cannot be priced.
 
     ``rates`` (a tenant's negotiated prices) replace the price data. ``None`` means the model
-    or provider is unknown to the price data, or no usage was measured: such a call is
-    ``unpriced``, never free.
+    or provider is unknown to the price data, or no usage was measured, or the counts are
+    inconsistent: such a call is ``unpriced``, never free.
     """
-    if not usage.measured:
+    if not usage.measured or usage.inconsistency() is not None:
         return None
     if rates is not None:
         return rates.cost(usage)

@@ -22,3 +22,23 @@ class TokenUsage:
     def measured(self) -> bool:
         """Whether the provider reported any usage at all."""
         return self.input_tokens is not None or self.output_tokens is not None
+
+    def inconsistency(self) -> str | None:
+        """What makes these counts impossible under the convention, or ``None``."""
+        cached = (self.cache_read_tokens or 0) + (self.cache_write_tokens or 0)
+        if cached and self.input_tokens is None:
+            return "cache token counts without an input token count"
+        if self.input_tokens is not None and cached > self.input_tokens:
+            return (
+                f"cache read and write tokens ({cached}) exceed the input tokens "
+                f"({self.input_tokens}), which include them"
+            )
+        if self.reasoning_tokens:
+            if self.output_tokens is None:
+                return "reasoning tokens without an output token count"
+            if self.reasoning_tokens > self.output_tokens:
+                return (
+                    f"reasoning tokens ({self.reasoning_tokens}) exceed the output tokens "
+                    f"({self.output_tokens}), which include them"
+                )
+        return None

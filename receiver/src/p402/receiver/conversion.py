@@ -22,21 +22,27 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from p402.instrumentation import vocabulary as v
 from p402.instrumentation.money import parse_usd, to_picos
-from p402.instrumentation.pricing import compute_cost, price_version
 from p402.instrumentation.privacy import Redactor
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import CostEvidence, PrivacyMode, UsageEvidence
+from p402.ledger.costing import ledger_cost
 from p402.ledger.events import EventRecord
-from p402.ledger.price_overrides import RateOverride, rates_for
+from p402.ledger.price_overrides import RateOverride
 from p402.receiver.otlp import PlainSpan
 
 __all__ = ["Conversion", "IngestPolicy", "InvalidSpan", "convert_spans", "span_to_record"]
+
+
+MAX_TOKENS: Final = 10**12
+"""More tokens than any call can use: a count above it is an error, not usage."""
+MAX_EVENT_USD: Final = Decimal(1_000_000)
+MAX_EVENT_ID_LENGTH: Final = 64
+"""A larger cost for one call is an error (and would not fit the ledger's columns)."""
 
 
 class InvalidSpan(ValueError):
@@ -79,8 +85,8 @@ def _count(attributes: dict[str, Any], key: str) -> int | None:
                 break
         else:
             return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidSpan(f"{key} must be a non-negative integer, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+        raise InvalidSpan(f"{key} must be an integer from 0 to {MAX_TOKENS}, not {value!r}")
     return value
 
 
@@ -156,7 +162,13 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
     a = span.attributes
     from_p402 = v.P402_EVENT_ID in a
+    if not _text(a, v.P402_EVENT_ID) and not (span.trace_id and span.span_id):
+        raise InvalidSpan("a span needs p402.event.id, or a trace id and a span id")
+    if len(_text(a, v.P402_EVENT_ID) or "") > MAX_EVENT_ID_LENGTH:
+        raise InvalidSpan(f"p402.event.id is longer than {MAX_EVENT_ID_LENGTH} characters")
     usage = _usage(a, from_p402)
+    if (problem := usage.inconsistency()) is not None:
+        raise InvalidSpan(f"token counts: {problem}")
     provider = _provider(a)
     model_requested = _text(a, v.GEN_AI_REQUEST_MODEL)
     model_used = _text(a, v.GEN_AI_RESPONSE_MODEL) or model_requested
@@ -170,26 +182,23 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
             client_cost = parse_usd(raw_cost)
         except ValueError as error:
             raise InvalidSpan(f"{v.GEN_AI_USAGE_COST_AMOUNT}: {error}") from None
+        if not 0 <= client_cost < MAX_EVENT_USD:
+            raise InvalidSpan(
+                f"{v.GEN_AI_USAGE_COST_AMOUNT} must be from 0 to {MAX_EVENT_USD} USD, "
+                f"not {raw_cost!r}"
+            )
     provider_reported = a.get(v.GEN_AI_USAGE_COST_SOURCE) == v.CostSource.PROVIDER.value
 
-    cost: Decimal | None
-    if provider_reported and client_cost is not None:
-        cost, cost_evidence = client_cost, CostEvidence.PROVIDER_REPORTED
+    client_picos = None if client_cost is None else to_picos(client_cost)
+    cost_picos: int | None
+    computed_with: str | None = None
+    if provider_reported and client_picos is not None:
+        cost_picos, cost_evidence = client_picos, CostEvidence.PROVIDER_REPORTED
     else:
-        override = rates_for(policy.rates, provider, model_used, ts_ms) if model_used else None
-        cost = (
-            compute_cost(
-                usage,
-                model=model_used,
-                provider=provider or "",
-                at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),
-                rates=override.rates if override else None,
-            )
-            if model_used
-            else None
+        cost_picos, computed_with = ledger_cost(
+            usage, model=model_used, provider=provider, ts_ms=ts_ms, overrides=policy.rates
         )
-        cost_evidence = CostEvidence.COMPUTED if cost is not None else CostEvidence.UNPRICED
-        computed_with = override.price_version if override else price_version()
+        cost_evidence = CostEvidence.UNPRICED if cost_picos is None else CostEvidence.COMPUTED
 
     privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, PrivacyMode.METADATA_ONLY)
     if PrivacyMode(privacy).rank > policy.max_privacy.rank:
@@ -218,10 +227,10 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
-        cost_picos=None if cost is None else to_picos(cost),
-        client_cost_picos=None if client_cost is None else to_picos(client_cost),
-        cost_mismatch=client_cost is not None and cost is not None and client_cost != cost,
-        price_version=computed_with if cost_evidence is CostEvidence.COMPUTED else None,
+        cost_picos=cost_picos,
+        client_cost_picos=client_picos,
+        cost_mismatch=None not in (client_picos, cost_picos) and client_picos != cost_picos,
+        price_version=computed_with,
         policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, v.PolicyResult.ALLOWED),
         policy_reason=_text(a, v.P402_POLICY_REASON),
         **owners,
