@@ -211,6 +211,8 @@ def event_json(row: RowMapping) -> dict[str, Any]:
         else:
             shown[name] = row[name]
     shown["client_cost_usd"] = _usd(row["client_cost_picos"])
+    shown["original_cost_usd"] = _usd(row["original_cost_picos"])
+    shown["original_price_version"] = row["original_price_version"]
     shown["cost_mismatch"] = row["cost_mismatch"]
     shown["error_type"] = row["error_type"]
     return shown
