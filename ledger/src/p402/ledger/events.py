@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
@@ -18,8 +19,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
+from p402.ledger import rollups
 from p402.ledger.clock import now_ms, to_iso
-from p402.ledger.models import EconomicEvent
+from p402.ledger.models import ROLLUP_DIMENSIONS, EconomicEvent, SpendRollup
+from p402.ledger.rollups import DAY_MS
 
 __all__ = [
     "EQUALITY_FILTERS",
@@ -36,6 +39,8 @@ __all__ = [
 ]
 
 EVENTS = EconomicEvent.__table__  # type: ignore[attr-defined]
+ROLLUPS = SpendRollup.__table__  # type: ignore[attr-defined]
+_ROLLUP_NAMES: Final = frozenset(ROLLUP_DIMENSIONS)
 _S = TypeVar("_S", bound=Select[Any])
 
 
@@ -88,10 +93,11 @@ class EventRecord:
     fingerprint_output: str | None = None
     evidence_status: str = "pending"
 
-    def row(self, tenant_id: int, received_ms: int) -> dict[str, Any]:
+    def row(self, tenant_id: int, received_ms: int, batch: str) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in _RECORD_FIELDS}
         values["tenant_id"] = tenant_id
         values["received_ms"] = received_ms
+        values["batch"] = batch
         return values
 
 
@@ -113,15 +119,21 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
     foreign_keys = {r.response_key for r in records if r.source != "p402" and r.response_key}
     dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
     statement = dialect.insert(EVENTS).on_conflict_do_nothing()
+    batch = uuid.uuid4().hex
     with engine.begin() as connection:
         if own_keys:
-            connection.execute(
-                EVENTS.delete().where(
-                    EVENTS.c.tenant_id == tenant_id,
-                    EVENTS.c.source != "p402",
-                    EVENTS.c.response_key.in_(own_keys),
-                )
+            replaced = list(
+                connection.execute(
+                    select(EVENTS.c.seq).where(
+                        EVENTS.c.tenant_id == tenant_id,
+                        EVENTS.c.source != "p402",
+                        EVENTS.c.response_key.in_(own_keys),
+                    )
+                ).scalars()
             )
+            if replaced:
+                rollups.remove_events(connection, tenant_id, replaced)
+                connection.execute(EVENTS.delete().where(EVENTS.c.seq.in_(replaced)))
         reported = own_keys
         if foreign_keys - own_keys:
             reported = reported | set(
@@ -134,15 +146,19 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
                 ).scalars()
             )
         rows = [
-            record.row(tenant_id, received)
+            record.row(tenant_id, received, batch)
             for record in records
             if record.source == "p402" or record.response_key not in reported
         ]
         if not rows:
             return 0
         if connection.dialect.name == "postgresql":
-            return _insert_with_psycopg(connection, rows)
-        return int(connection.execute(statement, rows).rowcount)
+            inserted = _insert_with_psycopg(connection, rows)
+        else:
+            inserted = int(connection.execute(statement, rows).rowcount)
+        if inserted:
+            rollups.add_batch(connection, tenant_id, batch)
+        return inserted
 
 
 def _insert_with_psycopg(connection: Connection, rows: list[dict[str, Any]]) -> int:
@@ -310,17 +326,61 @@ def list_events(
 # --- spend ---------------------------------------------------------------------------------
 
 
+def _fits_rollup(event_filter: EventFilter, dimensions: list[str]) -> bool:
+    return (
+        set(dimensions) <= _ROLLUP_NAMES
+        and set(event_filter.equals) <= _ROLLUP_NAMES
+        and all(ms is None or ms % DAY_MS == 0 for ms in (event_filter.from_ms, event_filter.to_ms))
+    )
+
+
+def _rollup_spend(
+    connection: Connection, tenant_id: int, event_filter: EventFilter, dimensions: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    conditions = [ROLLUPS.c.tenant_id == tenant_id]
+    for name, value in event_filter.equals.items():
+        conditions.append(ROLLUPS.c[name] == value)
+    if event_filter.from_ms is not None:
+        conditions.append(ROLLUPS.c.day >= event_filter.from_ms // DAY_MS)
+    if event_filter.to_ms is not None:
+        conditions.append(ROLLUPS.c.day < event_filter.to_ms // DAY_MS)
+    columns = [func.nullif(ROLLUPS.c[name], "").label(name) for name in dimensions]
+    measures = [
+        func.sum(ROLLUPS.c[name]).label(name)
+        for name in ("cost_picos", "events", "input_tokens", "output_tokens", "unpriced_events")
+    ]
+    statement = select(*columns, *measures).where(and_(*conditions))
+    if columns:
+        statement = (
+            statement.group_by(*(ROLLUPS.c[name] for name in dimensions))
+            .having(func.sum(ROLLUPS.c.events) > 0)
+            .order_by(func.sum(ROLLUPS.c.cost_picos).desc())
+        )
+    rows = [_spend_row(row, dimensions) for row in connection.execute(statement).mappings()]
+    if not dimensions:
+        return rows, rows[0]
+    total_row = connection.execute(select(*measures).where(and_(*conditions))).mappings().one()
+    return rows, _spend_row(total_row, [])
+
+
 def spend(
     connection: Connection,
     tenant_id: int,
     event_filter: EventFilter,
     group_by: Iterable[str],
+    *,
+    from_rollups: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Cost, event and token totals per combination of ``group_by`` values, plus the total.
 
     Unpriced events count as events but add no cost; ``unpriced_events`` says how many.
+    Questions over whole UTC days and rollup dimensions (owners but workflow, feature,
+    customer and task type; provider; model) are answered from the rollup; others, or
+    ``from_rollups=False``, from the events themselves.
     """
     dimensions = list(group_by)
+    if from_rollups and _fits_rollup(event_filter, dimensions):
+        return _rollup_spend(connection, tenant_id, event_filter, dimensions)
     columns = [EVENTS.c[EQUALITY_FILTERS[name]].label(name) for name in dimensions]
     measures = [
         func.sum(EVENTS.c.cost_picos).label("cost_picos"),
@@ -344,8 +404,8 @@ def spend(
 def _spend_row(row: RowMapping, dimensions: list[str]) -> dict[str, Any]:
     shown: dict[str, Any] = {name: row[name] for name in dimensions}
     shown["cost_usd"] = usd_str(from_picos(int(row["cost_picos"] or 0)))
-    shown["events"] = row["events"]
+    shown["events"] = int(row["events"] or 0)
     shown["input_tokens"] = int(row["input_tokens"] or 0)
     shown["output_tokens"] = int(row["output_tokens"] or 0)
-    shown["unpriced_events"] = row["unpriced_events"]
+    shown["unpriced_events"] = int(row["unpriced_events"] or 0)
     return shown

@@ -13,7 +13,14 @@ from sqlmodel import Field, SQLModel
 
 from p402.instrumentation.vocabulary import PrivacyMode
 
-__all__ = ["ApiKey", "EconomicEvent", "PriceOverride", "Tenant"]
+__all__ = [
+    "ROLLUP_DIMENSIONS",
+    "ApiKey",
+    "EconomicEvent",
+    "PriceOverride",
+    "SpendRollup",
+    "Tenant",
+]
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL needs 64 bits.
 _BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -99,6 +106,8 @@ class EconomicEvent(SQLModel, table=True):
     original_cost_picos: int | None = Field(default=None, sa_column=_bigint())
     original_price_version: str | None = Field(default=None, max_length=120)
     rerated_ms: int | None = Field(default=None, sa_column=_bigint())
+    batch: str | None = Field(default=None, max_length=32, index=True)
+    """The ingest request that wrote the row: what the rollups add, exactly once."""
     """Set once an event is re-rated: the figures it was first recorded with, and when."""
 
     policy_result: str = Field(default="allowed", max_length=16)
@@ -151,3 +160,32 @@ class PriceOverride(SQLModel, table=True):
     cache_write_per_mtok: str | None = Field(default=None, max_length=40)
     valid_from_ms: int | None = Field(default=None, sa_column=_bigint())
     valid_to_ms: int | None = Field(default=None, sa_column=_bigint())
+
+
+ROLLUP_DIMENSIONS = ("department", "project", "client", "employee", "provider", "model")
+"""The dimensions spend is rolled up by (per tenant and UTC day); a missing value is ''."""
+
+
+class SpendRollup(SQLModel, table=True):
+    """Spend per tenant, UTC day and owner/model combination, kept up to date by every ingest
+    transaction so that spend queries and budget checks never scan raw events."""
+
+    __tablename__ = "spend_rollup"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "day", *ROLLUP_DIMENSIONS, name="uq_spend_rollup_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    day: int  # days since 1970-01-01, UTC
+    department: str = Field(default="", max_length=200)
+    project: str = Field(default="", max_length=200)
+    client: str = Field(default="", max_length=200)
+    employee: str = Field(default="", max_length=200)
+    provider: str = Field(default="", max_length=64)
+    model: str = Field(default="", max_length=200)
+    cost_picos: int = Field(default=0, sa_column=_bigint(nullable=False))
+    events: int = Field(default=0, sa_column=_bigint(nullable=False))
+    input_tokens: int = Field(default=0, sa_column=_bigint(nullable=False))
+    output_tokens: int = Field(default=0, sa_column=_bigint(nullable=False))
+    unpriced_events: int = Field(default=0, sa_column=_bigint(nullable=False))

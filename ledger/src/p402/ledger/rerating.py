@@ -13,6 +13,7 @@ from sqlalchemy import Engine, and_, bindparam, select, update
 
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import CostEvidence
+from p402.ledger import rollups
 from p402.ledger.clock import now_ms
 from p402.ledger.costing import ledger_cost
 from p402.ledger.events import EVENTS
@@ -86,6 +87,8 @@ def rerate(
                 }
             )
         if changes:
+            seqs = [change["seq_"] for change in changes]
+            rollups.remove_events(connection, tenant_id, seqs)
             connection.execute(
                 update(EVENTS)
                 .where(EVENTS.c.seq == bindparam("seq_"))
@@ -99,4 +102,5 @@ def rerate(
                 ),
                 changes,
             )
+            rollups.add_events(connection, tenant_id, seqs)
     return RerateResult(examined, len(changes))
