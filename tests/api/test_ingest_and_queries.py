@@ -171,3 +171,16 @@ def test_openapi_schema_lists_the_routes(client):
     assert {"/healthz", "/v1/traces", "/v1/events", "/v1/spend"} <= set(paths)
     parameters = {p["name"] for p in paths["/v1/events"]["get"]["parameters"]}
     assert {"department", "model", "from", "to", "limit", "cursor"} <= parameters
+
+
+def test_another_tenants_event_id_answers_404(client, keys, payload):
+    _post(client, keys["ingest"], payload(EVENT))
+    url = f"/v1/events/{EVENT['p402.event.id']}"
+    mine = client.get(url, headers={"x-p402-api-key": keys["read"]})
+    assert mine.status_code == 200
+    assert mine.json()["department"] == "legal"
+    theirs = client.get(url, headers={"x-p402-api-key": keys["globex_read"]})
+    assert theirs.status_code == 404
+    assert theirs.json()["error"]["code"] == "not_found"
+    unknown = client.get("/v1/events/nope", headers={"x-p402-api-key": keys["read"]})
+    assert unknown.status_code == 404

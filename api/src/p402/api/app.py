@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from p402.api.auth import provide_identity
 from p402.api.errors import exception_handlers
-from p402.api.routes.events import get_events, post_events
+from p402.api.routes.events import get_event_by_id, get_events, post_events
 from p402.api.routes.filters import provide_event_filter
 from p402.api.routes.health import healthz
 from p402.api.routes.ingest import export_traces
@@ -41,7 +41,14 @@ def create_app(engine: Engine | None = None, *, database_url: str | None = None)
         return engine
 
     app = Litestar(
-        route_handlers=[healthz, export_traces, get_events, post_events, get_spend],
+        route_handlers=[
+            healthz,
+            export_traces,
+            get_events,
+            get_event_by_id,
+            post_events,
+            get_spend,
+        ],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
             "identity": Provide(provide_identity, sync_to_thread=True),

@@ -33,6 +33,7 @@ __all__ = [
     "InvalidCursor",
     "Page",
     "event_json",
+    "get_event",
     "insert_events",
     "list_events",
     "spend",
@@ -321,6 +322,18 @@ def list_events(
         rows = rows[:limit]
         next_cursor = _encode_cursor(rows[-1]["ts_ms"], rows[-1]["seq"])
     return Page([event_json(row) for row in rows], next_cursor)
+
+
+def get_event(connection: Connection, tenant_id: int, event_id: str) -> dict[str, Any] | None:
+    """One of the tenant's events by its id; ``None`` for an unknown id or another tenant's."""
+    row = (
+        connection.execute(
+            select(EVENTS).where(EVENTS.c.tenant_id == tenant_id, EVENTS.c.event_id == event_id)
+        )
+        .mappings()
+        .first()
+    )
+    return event_json(row) if row else None
 
 
 # --- spend ---------------------------------------------------------------------------------

@@ -7,17 +7,17 @@ from typing import Annotated, Any
 
 from litestar import Request, get, post
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
 from p402.api.routes.filters import MAX_LIMIT
-from p402.ledger.events import InvalidCursor, list_events
+from p402.ledger.events import InvalidCursor, get_event, list_events
 from p402.receiver.ingest import MAX_BODY_BYTES
 from p402.receiver.meter_events import InvalidEvents, MeterResult, ingest_meter_events
 from p402.receiver.policy import ingest_policy
 
-__all__ = ["get_events", "post_events"]
+__all__ = ["get_event_by_id", "get_events", "post_events"]
 
 
 @get("/v1/events", opt={"role": "read"}, tags=["events"], sync_to_thread=True)
@@ -67,3 +67,15 @@ async def post_events(
     except InvalidEvents as error:
         raise ApiError(400, "invalid_events", str(error)) from None
     return {"accepted": result.accepted, "inserted": result.inserted}
+
+
+@get("/v1/events/{event_id:str}", opt={"role": "read"}, tags=["events"], sync_to_thread=True)
+def get_event_by_id(
+    engine: LedgerEngine, identity: CallerIdentity, event_id: FromPath[str]
+) -> dict[str, Any]:
+    """One event; 404 for an unknown id, and for another tenant's."""
+    with engine.connect() as connection:
+        event = get_event(connection, identity.tenant_id, event_id)
+    if event is None:
+        raise ApiError(404, "not_found", f"no event {event_id!r}")
+    return event
