@@ -44,6 +44,7 @@ def test_the_anthropic_sdks_spans_and_p402s_are_one_event(engine, standin, tmp_p
             )
             with owner(department="legal"):
                 client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[])
+            client.close()
             application.force_flush()
             assert instrumentor.force_flush()
         finally:

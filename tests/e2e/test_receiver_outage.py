@@ -34,8 +34,10 @@ def _receiver(engine: Engine, port: int) -> BackgroundServer:
 
 
 def _chat(standin: StandInProvider, calls: int, employee: str) -> None:
-    client = OpenAI(base_url=standin.url("/v1"), api_key="sk-test", max_retries=0)
-    with owner(department="legal", employee=employee):
+    with (
+        OpenAI(base_url=standin.url("/v1"), api_key="sk-test", max_retries=0) as client,
+        owner(department="legal", employee=employee),
+    ):
         for _ in range(calls):
             reply = client.chat.completions.create(
                 model="gpt-5-mini", messages=[{"role": "user", "content": "capital of France?"}]

@@ -84,6 +84,7 @@ def test_an_openai_call_becomes_an_exact_ledger_event(engine, database_url, serv
             reply = client.chat.completions.create(
                 model="gpt-5-mini", messages=[{"role": "user", "content": CANARY}]
             )
+        client.close()
         assert reply.choices[0].message.content == "Paris is the capital of France."
         assert instrumentor.force_flush()
     finally:

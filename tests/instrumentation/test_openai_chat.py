@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
@@ -15,6 +16,23 @@ from p402.instrumentation.pricing import price_version
 from p402.instrumentation.testing import manifest
 
 EXPECTED = manifest()["openai_chat.json"]["expect"]
+_OPEN_CLIENTS: list[OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Every SDK client a test makes is closed after it (no socket is left to the GC)."""
+    yield
+    while _OPEN_CLIENTS:
+        _OPEN_CLIENTS.pop().close()
+
+
+def _client(standin, **options) -> OpenAI:
+    client = OpenAI(base_url=standin.url("/v1"), api_key="test", **options)
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
 CANARY = "CANARY-7f3a9 the merger target is Initech"
 
 
@@ -25,7 +43,7 @@ def _chat(client: OpenAI) -> None:
 
 
 def test_openai_chat_span_carries_the_manifest_attributes(instrument, spans, standin):
-    client = OpenAI(base_url=standin.url("/v1"), api_key="test")
+    client = _client(standin)
     _chat(client)
 
     span = spans.one()
@@ -51,7 +69,7 @@ def test_openai_chat_span_carries_the_manifest_attributes(instrument, spans, sta
 
 
 def test_metadata_only_spans_carry_no_content(instrument, spans, standin):
-    _chat(OpenAI(base_url=standin.url("/v1"), api_key="test"))
+    _chat(_client(standin))
 
     attributes = dict(spans.one().attributes or {})
     assert "gen_ai.input.messages" not in attributes
@@ -61,7 +79,7 @@ def test_metadata_only_spans_carry_no_content(instrument, spans, standin):
 
 
 def test_owner_context_is_on_the_span_and_never_sent_to_the_provider(instrument, spans, standin):
-    client = OpenAI(base_url=standin.url("/v1"), api_key="test")
+    client = _client(standin)
     with owner(department="legal", employee="alice", session="sess_abc", project="phoenix"):
         client.chat.completions.create(
             model="gpt-5-mini",
@@ -133,7 +151,7 @@ def test_requests_that_are_not_llm_calls_are_not_metered(instrument, spans, stan
 
 def test_a_rate_limited_call_records_the_error_and_no_invented_cost(instrument, spans, standin):
     standin.fail_next(429)
-    client = OpenAI(base_url=standin.url("/v1"), api_key="test", max_retries=0)
+    client = _client(standin, max_retries=0)
     with pytest.raises(RateLimitError):
         _chat(client)
 
@@ -148,7 +166,7 @@ def test_a_rate_limited_call_records_the_error_and_no_invented_cost(instrument, 
 
 def test_a_retried_call_is_one_attempt_per_span_and_billed_once(instrument, spans, standin):
     standin.fail_next(429)
-    client = OpenAI(base_url=standin.url("/v1"), api_key="test", max_retries=1)
+    client = _client(standin, max_retries=1)
     _chat(client)
 
     first, second = sorted(spans.all(), key=lambda span: span.start_time or 0)
@@ -167,7 +185,7 @@ def test_a_model_unknown_to_the_price_data_is_unpriced_not_free(spans, standin):
         tracer_provider=spans.provider, providers=f"vllm:openai={standin.url('/v1')}"
     )
     try:
-        _chat(OpenAI(base_url=standin.url("/v1"), api_key="test"))
+        _chat(_client(standin))
     finally:
         instrumentor.uninstrument()
     attributes = dict(spans.one().attributes or {})

@@ -31,10 +31,10 @@ def call_in_mode(spans, standin):
             **settings,
         )
         try:
-            client = openai.OpenAI(base_url=standin.url("/v1"), api_key="sk-test")
-            client.chat.completions.create(
-                model="gpt-5-mini", messages=[{"role": "user", "content": SECRET_PROMPT}]
-            )
+            with openai.OpenAI(base_url=standin.url("/v1"), api_key="sk-test") as client:
+                client.chat.completions.create(
+                    model="gpt-5-mini", messages=[{"role": "user", "content": SECRET_PROMPT}]
+                )
         finally:
             instrumentor.uninstrument()
         return dict(spans.all()[-1].attributes or {})

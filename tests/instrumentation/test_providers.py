@@ -23,6 +23,25 @@ from p402.instrumentation import P402Instrumentor
 from p402.instrumentation.testing import StandInProvider, manifest
 
 MANIFEST = manifest()
+_OPEN_CLIENTS: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Every SDK client a test makes is closed after it (no socket is left to the GC)."""
+    yield
+    while _OPEN_CLIENTS:
+        client = _OPEN_CLIENTS.pop()
+        closing = client.close()
+        if asyncio.iscoroutine(closing):
+            asyncio.run(closing)
+
+
+def _track(client: Any) -> Any:
+    _OPEN_CLIENTS.append(client)
+    return client
+
+
 SKIPPED_KEYS = {"openai.response.service_tier", "openai.api.type"}
 
 
@@ -45,16 +64,18 @@ def metered(spans, standin: StandInProvider) -> Iterator[StandInProvider]:
 
 
 def _openai(standin: StandInProvider, **options: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=standin.url("/v1"), api_key="sk-test", **options)
+    return _track(openai.OpenAI(base_url=standin.url("/v1"), api_key="sk-test", **options))
 
 
 def _anthropic(standin: StandInProvider, **options: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=standin.url("/anthropic"), api_key="sk-ant-test", **options)
+    return _track(
+        anthropic.Anthropic(base_url=standin.url("/anthropic"), api_key="sk-ant-test", **options)
+    )
 
 
 def _gemini(standin: StandInProvider, **http: Any) -> genai.Client:
     options = genai_types.HttpOptions(base_url=standin.url("/gemini/"), **http)
-    return genai.Client(api_key="gemini-test", http_options=options)
+    return _track(genai.Client(api_key="gemini-test", http_options=options))
 
 
 def assert_matches_manifest(span: Any, fixture: str, *, evidence: str) -> dict[str, Any]:
@@ -181,7 +202,7 @@ def test_openai_embeddings(metered, spans):
 
 
 def test_openrouter_reported_cost_wins(metered, spans):
-    client = openai.OpenAI(base_url=metered.url("/api/v1"), api_key="sk-or-test")
+    client = _track(openai.OpenAI(base_url=metered.url("/api/v1"), api_key="sk-or-test"))
     client.chat.completions.create(model="anthropic/claude-sonnet-4.5", messages=[])
     attributes = assert_matches_manifest(
         spans.one(), "openrouter_chat.json", evidence="provider_response"
@@ -289,6 +310,7 @@ def test_gemini_async_through_httpx2(metered, spans):
     async def run() -> None:
         client = _gemini(metered, async_client_args={"transport": httpx2.AsyncHTTPTransport()})
         await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
+        await client.aio.aclose()
 
     asyncio.run(run())
     assert_matches_manifest(spans.one(), "gemini_generate.json", evidence="provider_response")

@@ -68,6 +68,7 @@ def test_the_anthropic_sdks_own_spans_do_not_make_a_second_event(spans, standin)
             open_telemetry={"tracer_provider": application},
         )
         client.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[])
+        client.close()
     finally:
         instrumentor.uninstrument()
     sdk_spans = application_exporter.get_finished_spans()
