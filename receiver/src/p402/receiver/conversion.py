@@ -42,6 +42,7 @@ MAX_TOKENS: Final = 10**12
 """More tokens than any call can use: a count above it is an error, not usage."""
 MAX_EVENT_USD: Final = Decimal(1_000_000)
 MAX_EVENT_ID_LENGTH: Final = 64
+MAX_CONTENT_LENGTH: Final = 4_000_000
 """A larger cost for one call is an error (and would not fit the ledger's columns)."""
 
 
@@ -90,9 +91,17 @@ def _count(attributes: dict[str, Any], key: str) -> int | None:
     return value
 
 
-def _text(attributes: dict[str, Any], key: str) -> str | None:
+def _text(attributes: dict[str, Any], key: str, limit: int = 200) -> str | None:
+    """A text attribute as the ledger can store it (at most ``limit`` characters, no NUL)."""
     value = attributes.get(key)
-    return str(value) if value is not None and value != "" else None
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if "\x00" in text:
+        raise InvalidSpan(f"{key} contains a NUL character")
+    if len(text) > limit:
+        raise InvalidSpan(f"{key} is longer than {limit} characters")
+    return text
 
 
 def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: Any) -> str:
@@ -106,7 +115,7 @@ def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: A
 
 
 def _provider(attributes: dict[str, Any]) -> str | None:
-    name = _text(attributes, v.GEN_AI_PROVIDER_NAME) or _text(attributes, v.GEN_AI_SYSTEM)
+    name = _text(attributes, v.GEN_AI_PROVIDER_NAME, 64) or _text(attributes, v.GEN_AI_SYSTEM, 64)
     if name is None:
         return None
     name = name.lower()
@@ -139,12 +148,12 @@ def _content(
     if mode is PrivacyMode.METADATA_ONLY:
         return None, None, None, None
     texts = [
-        _text(attributes, v.GEN_AI_INPUT_MESSAGES),
-        _text(attributes, v.GEN_AI_OUTPUT_MESSAGES),
+        _text(attributes, v.GEN_AI_INPUT_MESSAGES, MAX_CONTENT_LENGTH),
+        _text(attributes, v.GEN_AI_OUTPUT_MESSAGES, MAX_CONTENT_LENGTH),
     ]
     fingerprints = [
-        _text(attributes, v.P402_CONTENT_FINGERPRINT_INPUT),
-        _text(attributes, v.P402_CONTENT_FINGERPRINT_OUTPUT),
+        _text(attributes, v.P402_CONTENT_FINGERPRINT_INPUT, 64),
+        _text(attributes, v.P402_CONTENT_FINGERPRINT_OUTPUT, 64),
     ]
     for index, text in enumerate(texts):
         if text is not None and fingerprints[index] is None:
@@ -162,10 +171,13 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
     a = span.attributes
     from_p402 = v.P402_EVENT_ID in a
-    if not _text(a, v.P402_EVENT_ID) and not (span.trace_id and span.span_id):
+    event_id = _text(a, v.P402_EVENT_ID, MAX_EVENT_ID_LENGTH)
+    if not event_id and not (span.trace_id and span.span_id):
         raise InvalidSpan("a span needs p402.event.id, or a trace id and a span id")
-    if len(_text(a, v.P402_EVENT_ID) or "") > MAX_EVENT_ID_LENGTH:
-        raise InvalidSpan(f"p402.event.id is longer than {MAX_EVENT_ID_LENGTH} characters")
+    if span.trace_id and len(span.trace_id) != 32:
+        raise InvalidSpan("a trace id has 16 bytes")
+    if span.span_id and len(span.span_id) != 16:
+        raise InvalidSpan("a span id has 8 bytes")
     usage = _usage(a, from_p402)
     if (problem := usage.inconsistency()) is not None:
         raise InvalidSpan(f"token counts: {problem}")
@@ -212,13 +224,13 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     }
     owners["session"] = owners["session"] or _text(a, v.GEN_AI_CONVERSATION_ID)
     return EventRecord(
-        event_id=_text(a, v.P402_EVENT_ID) or f"{span.trace_id}{span.span_id}",
+        event_id=event_id or f"{span.trace_id}{span.span_id}",
         ts_ms=ts_ms,
         usage_evidence=usage_evidence,
         cost_evidence=cost_evidence.value,
         privacy_mode=privacy,
         provider=provider,
-        operation=_text(a, v.GEN_AI_OPERATION_NAME),
+        operation=_text(a, v.GEN_AI_OPERATION_NAME, 32),
         model_requested=model_requested,
         model_used=model_used,
         model_original=_text(a, v.P402_MODEL_ORIGINAL),
@@ -232,13 +244,15 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
         cost_mismatch=None not in (client_picos, cost_picos) and client_picos != cost_picos,
         price_version=computed_with,
         policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, v.PolicyResult.ALLOWED),
-        policy_reason=_text(a, v.P402_POLICY_REASON),
+        policy_reason=_text(a, v.P402_POLICY_REASON, 4000),
         **owners,
         response_id=response_id,
         trace_id=span.trace_id,
         span_id=span.span_id,
         attempt=_count(a, v.P402_ATTEMPT) or 0,
-        status_code=status_code if isinstance(status_code, int) else None,
+        status_code=(
+            status_code if isinstance(status_code, int) and 0 <= status_code < 1000 else None
+        ),
         error_type=_text(a, v.ERROR_TYPE),
         source="p402" if from_p402 else "genai",
         response_key=f"{provider}:{response_id}" if response_id else None,
