@@ -92,7 +92,7 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from p402.instrumentation.ids import new_event_id
 from p402.instrumentation.pricing import price_version
 from p402.instrumentation.vocabulary import PrivacyMode
-from p402.ledger.database import connect, prepare_schema
+from p402.ledger.database import connect, migrate
 from p402.ledger.events import insert_events
 from p402.ledger.keys import Role, create_key
 from p402.receiver import otlp
@@ -225,7 +225,7 @@ def sqlite_backend() -> Iterator[Backend]:
     with tempfile.TemporaryDirectory(prefix="p402-ingest-bench-") as directory:
         engine = connect(f"sqlite:///{directory}/ledger.db")
         try:
-            prepare_schema(engine)
+            migrate(engine)
             yield Backend("SQLite", engine)
         finally:
             engine.dispose()
@@ -241,7 +241,7 @@ def postgres_backend(admin_url: str) -> Iterator[Backend]:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
         engine = connect(make_url(admin_url).set(database=name).render_as_string(False))
         try:
-            prepare_schema(engine)
+            migrate(engine)
             yield Backend("PostgreSQL", engine)
         finally:
             engine.dispose()

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from p402.instrumentation.testing import StandInProvider
-from p402.ledger.database import connect, prepare_schema
+from p402.ledger.database import connect, migrate
 
 POSTGRES_SERVER = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -57,7 +57,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = connect(database_url)
-    prepare_schema(engine)
+    migrate(engine)
     yield engine
     engine.dispose()
 

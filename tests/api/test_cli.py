@@ -68,3 +68,21 @@ def test_demo_once_prints_a_spend_table_and_exits_zero(tmp_path):
         assert department in result.stdout
     assert "total" in result.stdout
     assert "0.005331" in result.stdout  # ten calls at 0.0005331 USD, summed exactly
+
+
+def test_migrate_brings_an_empty_database_to_the_latest_migration(database_url):
+    result = _run("migrate", env={"P402_DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "latest migration" in result.stderr
+    engine = connect(database_url)
+    try:
+        from alembic.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        from p402.ledger.database import MIGRATIONS
+
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        assert current == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    finally:
+        engine.dispose()

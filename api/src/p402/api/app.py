@@ -21,7 +21,7 @@ from p402.api.routes.health import healthz
 from p402.api.routes.ingest import export_traces
 from p402.api.routes.spend import get_spend
 from p402.instrumentation.version import __version__
-from p402.ledger.database import connect, prepare_schema
+from p402.ledger.database import connect, migrate
 
 __all__ = ["create_app"]
 
@@ -35,7 +35,7 @@ async def _run_sync(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 def create_app(engine: Engine | None = None, *, database_url: str | None = None) -> Litestar:
     """The P402 app on ``engine`` (default: ``P402_DATABASE_URL``), schema prepared."""
     engine = engine or connect(database_url)
-    prepare_schema(engine)
+    migrate(engine)
 
     def provide_engine() -> Engine:
         return engine

@@ -46,14 +46,14 @@ def serve(host: str, port: int) -> None:
     uvicorn.run(create_app(connect(url)), host=host, port=port, log_level="info")
 
 
-@main.command()
-def migrate() -> None:
-    """Create or update the schema of the P402_DATABASE_URL database."""
-    from p402.ledger.database import connect, database_url, prepare_schema
+@main.command("migrate")
+def migrate_command() -> None:
+    """Apply the ledger's migrations to the P402_DATABASE_URL database (creating it)."""
+    from p402.ledger.database import connect, database_url, migrate
 
     url = database_url()
-    prepare_schema(connect(url))
-    _say(f"schema ready on {_redact(url)}")
+    migrate(connect(url))
+    _say(f"schema at the latest migration on {_redact(url)}")
 
 
 @main.group()
@@ -66,11 +66,11 @@ def keys() -> None:
 @click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
 def keys_create(tenant: str, role: str) -> None:
     """Create an API key and print it, once, alone on standard output."""
-    from p402.ledger.database import connect, prepare_schema
+    from p402.ledger.database import connect, migrate
     from p402.ledger.keys import create_key
 
     engine = connect()
-    prepare_schema(engine)
+    migrate(engine)
     identity, key = create_key(engine, tenant=tenant, role=Role(role))
     _say(f"created {role} key {identity.key_id} for tenant {tenant!r}; it is shown only once")
     click.echo(key)

@@ -22,7 +22,6 @@ __all__ = [
     "connect",
     "database_url",
     "migrate",
-    "prepare_schema",
 ]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///./p402.db"
@@ -73,5 +72,3 @@ def migrate(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         command.upgrade(alembic_config(connection), "head")
 
-
-prepare_schema = migrate
