@@ -48,6 +48,8 @@ class Identity:
     key_id: str
     tenant_id: int
     role: Role
+    key_hash: str = ""
+    """The stored SHA-256 of the key: what events signed in ``private_gateway`` are keyed by."""
 
 
 def hash_key(key: str) -> str:
@@ -80,7 +82,7 @@ def create_key(engine: Engine, *, tenant: str, role: Role) -> tuple[Identity, st
         )
         session.add(row)
         session.commit()
-        return Identity(row.id, tenant_row.id, role), key
+        return Identity(row.id, tenant_row.id, role, row.key_hash), key
 
 
 def resolve_key(engine: Engine, key: str) -> Identity | None:
@@ -88,8 +90,8 @@ def resolve_key(engine: Engine, key: str) -> Identity | None:
     table = ApiKey.__table__  # type: ignore[attr-defined]
     with engine.connect() as connection:
         row = connection.execute(
-            select(table.c.id, table.c.tenant_id, table.c.role).where(
+            select(table.c.id, table.c.tenant_id, table.c.role, table.c.key_hash).where(
                 table.c.key_hash == hash_key(key), table.c.revoked_ms.is_(None)
             )
         ).first()
-    return Identity(row.id, row.tenant_id, Role(row.role)) if row else None
+    return Identity(row.id, row.tenant_id, Role(row.role), row.key_hash) if row else None

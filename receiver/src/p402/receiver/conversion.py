@@ -10,6 +10,9 @@ receiver's price data, or the tenant's negotiated rates where they apply; a prov
 cost (e.g. OpenRouter) is the billed amount and
 wins. The client's own figure is kept beside it, and a disagreement flagged.
 
+An event signed in ``private_gateway`` mode (``p402.event.signature``) must verify against
+the key that sent it, or it is rejected.
+
 Content is filtered here, before anything is written, by the tenant's maximum privacy mode:
 under ``metadata_only`` neither content nor fingerprints are kept, under
 ``fingerprint_only`` content becomes keyed fingerprints, under ``redacted_trace`` and
@@ -27,7 +30,7 @@ from typing import Any, Final
 
 from p402.instrumentation import vocabulary as v
 from p402.instrumentation.money import parse_usd, to_picos
-from p402.instrumentation.privacy import Redactor
+from p402.instrumentation.privacy import Redactor, sign_attributes
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import CostEvidence, PrivacyMode, UsageEvidence
 from p402.ledger.costing import ledger_cost
@@ -59,6 +62,8 @@ class IngestPolicy:
     redactor: Redactor = field(default_factory=Redactor)
     rates: tuple[RateOverride, ...] = ()
     """Negotiated rates, used instead of the public price data where they apply."""
+    signing_key: bytes | None = None
+    """The key signed events must be signed with (the SHA-256 of the presenting API key)."""
 
 
 @dataclass(slots=True)
@@ -171,6 +176,14 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
     a = span.attributes
     from_p402 = v.P402_EVENT_ID in a
+    if (signature := a.get(v.P402_EVENT_SIGNATURE)) is not None and (
+        policy.signing_key is None
+        or not hmac.compare_digest(str(signature), sign_attributes(a, policy.signing_key))
+    ):
+        raise InvalidSpan(
+            "p402.event.signature does not match: the event was changed, or not signed "
+            "with the key that sent it"
+        )
     event_id = _text(a, v.P402_EVENT_ID, MAX_EVENT_ID_LENGTH)
     if not event_id and not (span.trace_id and span.span_id):
         raise InvalidSpan("a span needs p402.event.id, or a trace id and a span id")

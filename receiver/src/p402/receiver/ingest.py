@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from sqlalchemy import Engine
@@ -101,8 +101,12 @@ def ingest_traces(
     content_type: str,
     content_encoding: str = "",
     limit: int = MAX_BODY_BYTES,
+    signing_key: bytes | None = None,
 ) -> IngestResult:
-    """Decode, convert and durably store one OTLP export request for ``tenant_id``."""
+    """Decode, convert and durably store one OTLP export request for ``tenant_id``.
+
+    ``signing_key`` verifies signed events (the SHA-256 of the API key that sent them).
+    """
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in (PROTOBUF, JSON):
         raise UnsupportedMediaType(
@@ -118,7 +122,8 @@ def ingest_traces(
         )
     except otlp.MalformedPayload as error:
         raise MalformedPayload(str(error)) from None
-    conversion = convert_spans(spans, ingest_policy(engine, tenant_id))
+    policy = replace(ingest_policy(engine, tenant_id), signing_key=signing_key)
+    conversion = convert_spans(spans, policy)
     inserted = insert_events(engine, tenant_id, conversion.records)
     return IngestResult(
         accepted=len(conversion.records),

@@ -32,5 +32,6 @@ async def export_traces(
         body,
         content_type=request.headers.get("content-type", ""),
         content_encoding=request.headers.get("content-encoding", ""),
+        signing_key=identity.key_hash.encode(),
     )
     return Response(result.otlp_response(), media_type=result.media_type)
