@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
-from p402.ledger import rollups
+from p402.ledger import owners, rollups
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import ROLLUP_DIMENSIONS, EconomicEvent, SpendRollup
 from p402.ledger.rollups import DAY_MS
@@ -159,6 +159,7 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
             inserted = int(connection.execute(statement, rows).rowcount)
         if inserted:
             rollups.add_batch(connection, tenant_id, batch)
+            owners.register_batch(connection, tenant_id, batch)
         return inserted
 
 

@@ -16,8 +16,12 @@ from p402.instrumentation.vocabulary import PrivacyMode
 __all__ = [
     "ROLLUP_DIMENSIONS",
     "ApiKey",
+    "Department",
     "EconomicEvent",
+    "Employee",
     "PriceOverride",
+    "Project",
+    "Session",
     "SpendRollup",
     "Tenant",
 ]
@@ -74,6 +78,7 @@ class EconomicEvent(SQLModel, table=True):
             postgresql_where=text("source != 'p402'"),
         ),
         Index("ix_event_tenant_response", "tenant_id", "response_key"),
+        Index("ix_event_tenant_session", "tenant_id", "session"),
         Index("ix_event_tenant_time", "tenant_id", "ts_ms"),
     )
 
@@ -189,3 +194,62 @@ class SpendRollup(SQLModel, table=True):
     input_tokens: int = Field(default=0, sa_column=_bigint(nullable=False))
     output_tokens: int = Field(default=0, sa_column=_bigint(nullable=False))
     unpriced_events: int = Field(default=0, sa_column=_bigint(nullable=False))
+
+
+class Department(SQLModel, table=True):
+    """A department a tenant's events name (registered by the ingest that first names it)."""
+
+    __tablename__ = "department"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_department_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    name: str = Field(max_length=200)
+    first_seen_ms: int = Field(sa_column=_bigint(nullable=False))
+
+
+class Project(SQLModel, table=True):
+    """A project, with a department and client its events name (the first registered)."""
+
+    __tablename__ = "project"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_project_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    name: str = Field(max_length=200)
+    department: str | None = Field(default=None, max_length=200)
+    client: str | None = Field(default=None, max_length=200)
+    first_seen_ms: int = Field(sa_column=_bigint(nullable=False))
+
+
+class Employee(SQLModel, table=True):
+    """An employee, with a department their events name (the first registered)."""
+
+    __tablename__ = "employee"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_employee_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    name: str = Field(max_length=200)
+    department: str | None = Field(default=None, max_length=200)
+    first_seen_ms: int = Field(sa_column=_bigint(nullable=False))
+
+
+class Session(SQLModel, table=True):
+    """A session (``p402.owner.session``): its span of time and owners, kept by every ingest
+    (its events and cost are read from the events themselves); sealed into a receipt once
+    idle or closed."""
+
+    __tablename__ = "session"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_session_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: int = Field(foreign_key="tenant.id")
+    name: str = Field(max_length=200)
+    employee: str | None = Field(default=None, max_length=200)
+    department: str | None = Field(default=None, max_length=200)
+    first_event_ms: int = Field(sa_column=_bigint(nullable=False))
+    last_event_ms: int = Field(sa_column=_bigint(nullable=False))
+    last_received_ms: int = Field(sa_column=_bigint(nullable=False))
+    closed_ms: int | None = Field(default=None, sa_column=_bigint())
+    receipt_id: str | None = Field(default=None, max_length=64)
