@@ -16,17 +16,15 @@ bytes and the response no longer declares a content-encoding.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from decimal import Decimal
 from functools import cache, partial
 from typing import Any, Final, Protocol
 
-from p402.instrumentation._metering import Exchange
+from p402.instrumentation._metering import Exchange, load_json
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.formats import StreamAccumulator
 
@@ -49,13 +47,6 @@ class BodyReader(Protocol):
 
     def close(self, *, complete: bool) -> bytes:
         """End of body (``complete`` when read to the end); returns any held-back bytes."""
-
-
-def _load(data: bytes | str) -> Any:
-    try:
-        return json.loads(data, parse_float=Decimal)
-    except ValueError:
-        return None
 
 
 class JsonBodyReader:
@@ -97,7 +88,7 @@ class _StreamReader:
     def _finish(self, complete: bool) -> None:
         if self._skipped is not None:
             name, payload = self._skipped
-            parsed = _load(payload)
+            parsed = load_json(payload)
             if isinstance(parsed, dict):
                 self._accumulator.on_event(name, parsed)
         self._exchange.finish_stream(self._status, self._accumulator, complete=complete)
@@ -189,7 +180,7 @@ class SseReader(_StreamReader):
             self._skipped = (name, payload)
             return True
         self._skipped = None
-        parsed = _load(payload)
+        parsed = load_json(payload)
         if not isinstance(parsed, dict):
             return True
         self._accumulator.on_event(name, parsed)
@@ -243,7 +234,7 @@ class JsonArrayReader(_StreamReader):
             self._skipped = (None, raw)
             return
         self._skipped = None
-        payload = _load(raw)
+        payload = load_json(raw)
         if isinstance(payload, dict):
             self._accumulator.on_event(None, payload)
 
