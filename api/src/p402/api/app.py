@@ -48,6 +48,10 @@ def create_app(engine: Engine | None = None, *, database_url: str | None = None)
             get_event_by_id,
             post_events,
             get_spend,
+            # budgets and policies
+            # scheduler signals
+            # settlement
+            # exports, imports and keys
         ],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),

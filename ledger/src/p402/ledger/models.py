@@ -253,3 +253,12 @@ class Session(SQLModel, table=True):
     last_received_ms: int = Field(sa_column=_bigint(nullable=False))
     closed_ms: int | None = Field(default=None, sa_column=_bigint())
     receipt_id: str | None = Field(default=None, max_length=64)
+
+
+# == budgets and policies (migration 0006) ==
+
+# == scheduler signals (migration 0007) ==
+
+# == settlement (migration 0008) ==
+
+# == imports (migration 0009) ==
