@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import operator
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Connection, Engine, RowMapping, Select, and_, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
@@ -94,13 +95,6 @@ class EventRecord:
     fingerprint_output: str | None = None
     evidence_status: str = "pending"
 
-    def row(self, tenant_id: int, received_ms: int, batch: str) -> dict[str, Any]:
-        values = {name: getattr(self, name) for name in _RECORD_FIELDS}
-        values["tenant_id"] = tenant_id
-        values["received_ms"] = received_ms
-        values["batch"] = batch
-        return values
-
 
 _RECORD_FIELDS: Final = tuple(f.name for f in fields(EventRecord))
 
@@ -118,8 +112,6 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
     received = now_ms()
     own_keys = {r.response_key for r in records if r.source == "p402" and r.response_key}
     foreign_keys = {r.response_key for r in records if r.source != "p402" and r.response_key}
-    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    statement = dialect.insert(EVENTS).on_conflict_do_nothing()
     batch = uuid.uuid4().hex
     with engine.begin() as connection:
         if own_keys:
@@ -147,36 +139,72 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
                 ).scalars()
             )
         rows = [
-            record.row(tenant_id, received, batch)
+            (*_record_values(record), tenant_id, received, batch)
             for record in records
             if record.source == "p402" or record.response_key not in reported
         ]
         if not rows:
             return 0
         if connection.dialect.name == "postgresql":
-            inserted = _insert_with_psycopg(connection, rows)
+            inserted = _insert_postgresql(connection, rows)  # rollups and owners included
         else:
-            inserted = int(connection.execute(statement, rows).rowcount)
-        if inserted:
-            rollups.add_batch(connection, tenant_id, batch)
-            owners.register_batch(connection, tenant_id, batch)
+            inserted = _insert_sqlite(connection, rows)
+            if inserted:
+                rollups.add_batch(connection, batch)
+                owners.register_batch(connection, batch)
         return inserted
 
 
-def _insert_with_psycopg(connection: Connection, rows: list[dict[str, Any]]) -> int:
-    """psycopg's own ``executemany`` (pipelined, and it sums the rowcount), in the same
-    transaction: SQLAlchemy would batch it into huge multi-row statements that psycopg parses
-    again on every call."""
-    columns = list(rows[0])
-    sql = (
-        f"INSERT INTO {EVENTS.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT DO NOTHING"
-    )
+_COLUMNS: Final = (*_RECORD_FIELDS, "tenant_id", "received_ms", "batch")
+_record_values = operator.attrgetter(*_RECORD_FIELDS)
+_SQLITE_INSERT: Final = (
+    f"INSERT INTO economic_event ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+
+
+def _insert_sqlite(connection: Connection, rows: list[tuple[Any, ...]]) -> int:
+    """The driver's own ``executemany`` of one prepared statement, in the same transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        cursor.executemany(_SQLITE_INSERT, rows)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+# PostgreSQL: the rows are COPYed into a temporary table (one per connection, emptied at
+# commit; named after its columns so that a new schema gets a new one), then one statement
+# inserts them, skipping those already there, and folds exactly the inserted ones into the
+# rollups and owner tables (a data-modifying CTE: no second look at economic_event).
+_STAGING: Final = "p402_ingest_" + hashlib.sha256(" ".join(_COLUMNS).encode()).hexdigest()[:12]
+_PG_STAGING_TABLE: Final = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "
+    f"SELECT {', '.join(_COLUMNS)} FROM economic_event WITH NO DATA"
+)
+_PG_COPY: Final = f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN"
+_PG_FOLDS: Final = (rollups.fold("inserted"), *owners.statements("postgresql", "inserted"))
+_PG_INSERT: Final = (
+    f"WITH inserted AS (INSERT INTO economic_event ({', '.join(_COLUMNS)}) "
+    f"SELECT {', '.join(_COLUMNS)} FROM {_STAGING} ON CONFLICT DO NOTHING RETURNING *), "
+    + ", ".join(f"fold_{n} AS ({statement})" for n, statement in enumerate(_PG_FOLDS))
+    + " SELECT count(*) FROM inserted"
+)
+
+
+def _insert_postgresql(connection: Connection, rows: list[tuple[Any, ...]]) -> int:
     driver = connection.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:
-        cursor.executemany(sql, [tuple(row[column] for column in columns) for row in rows])
-        return int(cursor.rowcount)
+        cursor.execute(_PG_STAGING_TABLE)
+        with cursor.copy(_PG_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(_PG_INSERT)
+        (inserted,) = cursor.fetchone() or (0,)
+        return int(inserted)
 
 
 EVENT_FIELDS: Final = (

@@ -13,8 +13,9 @@ from typing import Any, Final
 from sqlalchemy import Connection, bindparam, text
 
 from p402.ledger.models import ROLLUP_DIMENSIONS
+from p402.ledger.owners import BATCH_ROWS
 
-__all__ = ["DAY_MS", "add_batch", "add_events", "remove_events"]
+__all__ = ["DAY_MS", "add_batch", "add_events", "fold", "remove_events"]
 
 DAY_MS: Final = 86_400_000
 _MEASURES: Final = ("cost_picos", "events", "input_tokens", "output_tokens", "unpriced_events")
@@ -40,11 +41,13 @@ _AGGREGATES: Final = (
 )
 
 
-def _fold(sign: str, where: str) -> str:
+def fold(rows: str, sign: str = "+") -> str:
+    """The statement that adds (``sign`` ``+``) or takes out (``-``) ``rows`` (a relation of
+    economic events, e.g. a CTE of freshly inserted ones) to or from the rollup."""
     updates = ", ".join(f"{m} = spend_rollup.{m} {sign} excluded.{m}" for m in _MEASURES)
     return (
         f"INSERT INTO spend_rollup ({_KEY}, {', '.join(_MEASURES)}) "
-        f"SELECT {_GROUPED}, {_AGGREGATES} FROM economic_event WHERE {where} "
+        f"SELECT {_GROUPED}, {_AGGREGATES} FROM {rows} "
         f"GROUP BY {_GROUPED} "
         f"ON CONFLICT ({_KEY}) DO UPDATE SET {updates}"
     )
@@ -58,15 +61,22 @@ def _apply(
     params: dict[str, Any],
     expanding: tuple[str, ...] = (),
 ) -> None:
-    statement = text(_fold(sign, f"tenant_id = :rollup_tenant AND ({where})"))
+    rows = f"(SELECT * FROM economic_event WHERE tenant_id = :rollup_tenant AND ({where})) AS e"
+    statement = text(fold(rows, sign))
     if expanding:
         statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
     connection.execute(statement, {**params, "rollup_tenant": tenant_id})
 
 
-def add_batch(connection: Connection, tenant_id: int, batch: str) -> None:
-    """Add the rows one ingest transaction wrote to the rollup."""
-    _apply("+", connection, tenant_id, "batch = :batch", {"batch": batch})
+_ADD_BATCH: Final = text(fold(BATCH_ROWS))
+
+
+def add_batch(connection: Connection, batch: str) -> None:
+    """Add the rows one ingest transaction wrote to the rollup.
+
+    (:data:`p402.ledger.owners.BATCH_ROWS`: selected by the batch index.)
+    """
+    connection.execute(_ADD_BATCH, {"batch": batch})
 
 
 def add_events(connection: Connection, tenant_id: int, seqs: list[int]) -> None:
