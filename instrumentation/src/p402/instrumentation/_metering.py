@@ -7,6 +7,11 @@ reads the request before it leaves only when it must change it (adding
 ``stream_options.include_usage``). Everything else, from parsing to pricing to building the
 span, runs on the :class:`~p402.instrumentation._recorder.Recorder` thread once the response
 has been read, the stream has ended, or the request has failed.
+
+With enforcement on, the meter hands each exchange to the
+:class:`~p402.instrumentation.enforcement.Enforcer` before the request leaves: it may rewrite
+the request's model, or refuse the call (``Exchange.refusal``, a synthetic 402 response that
+the client hook returns instead of sending).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import context
 
@@ -67,6 +72,8 @@ from p402.instrumentation.vocabulary import (
     P402_COST_EVIDENCE,
     P402_EVENT_ID,
     P402_EVENT_SIGNATURE,
+    P402_MODEL_ORIGINAL,
+    P402_POLICY_REASON,
     P402_POLICY_RESULT,
     P402_PRICE_VERSION,
     P402_PRIVACY_MODE,
@@ -80,6 +87,9 @@ from p402.instrumentation.vocabulary import (
     UsageEvidence,
     owner_attribute,
 )
+
+if TYPE_CHECKING:
+    from p402.instrumentation.enforcement import Enforcer
 
 __all__ = ["Exchange", "Meter", "load_json", "replace_request_body"]
 
@@ -139,12 +149,18 @@ class Meter:
     """Opens an :class:`Exchange` for each metered request; ``None`` for everything else."""
 
     def __init__(
-        self, config: P402Config, sink: EventSink, content: ContentPolicy, recorder: Recorder
+        self,
+        config: P402Config,
+        sink: EventSink,
+        content: ContentPolicy,
+        recorder: Recorder,
+        enforcer: Enforcer | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self.content = content
         self.recorder = recorder
+        self.enforcer = enforcer
         self.registry = ProviderRegistry(config.providers)
         self.price_version = price_version()
 
@@ -181,6 +197,8 @@ class Meter:
                 exchange.hide_event = is_usage_only_chunk
             exchange.request_body = body
         exchange.request_content = content
+        if self.enforcer is not None:
+            self.enforcer.apply(exchange, request, content)
         return exchange
 
 
@@ -192,15 +210,21 @@ class Exchange:
         "attempt",
         "ended_ns",
         "endpoint",
+        "event_id",
         "format",
         "hide_event",
         "meter",
+        "model_original",
         "owners",
         "parent",
         "path",
+        "policy_reason",
+        "policy_result",
         "port",
+        "refusal",
         "request_body",
         "request_content",
+        "reservation",
         "route",
         "server",
         "started_ns",
@@ -232,10 +256,24 @@ class Exchange:
         self.ended_ns: int | None = None
         """When the response ended, if that was noted before the exchange is finished."""
         self._ended = False
+        # Set by enforcement before the request leaves.
+        self.event_id: str | None = None
+        self.policy_result = PolicyResult.ALLOWED
+        self.policy_reason: str | None = None
+        self.model_original: str | None = None
+        self.refusal: Any = None
+        """The synthetic 402 response of a refused call, returned instead of sending it."""
+        self.reservation: Any = None
+        """This call's share of the budgets, counted locally until its cost is known."""
 
     @property
     def captures_content(self) -> bool:
         return self.meter.content.captures_content
+
+    def refuse(self) -> Any:
+        """Record the refused call (no usage, no cost) and give its 402 response."""
+        self.finish_unread(self.refusal.status_code)
+        return self.refusal
 
     def finish_with_body(self, status_code: int, body: bytes) -> None:
         """The response body was read in full."""
@@ -307,7 +345,7 @@ class Exchange:
         meter = self.meter
         request, body = self._request_facts()
         attributes: dict[str, Any] = {
-            P402_EVENT_ID: new_event_id(),
+            P402_EVENT_ID: self.event_id or new_event_id(),
             GEN_AI_OPERATION_NAME: self.endpoint.operation.value,
             GEN_AI_PROVIDER_NAME: self.route.name,
             GEN_AI_REQUEST_STREAM: request.stream,
@@ -315,9 +353,13 @@ class Exchange:
             SERVER_PORT: self.port,
             P402_ATTEMPT: self.attempt,
             P402_PRIVACY_MODE: meter.config.privacy_mode.value,
-            P402_POLICY_RESULT: PolicyResult.ALLOWED.value,
+            P402_POLICY_RESULT: self.policy_result.value,
             P402_PRICE_VERSION: meter.price_version,
         }
+        if self.policy_reason:
+            attributes[P402_POLICY_REASON] = self.policy_reason
+        if self.model_original:
+            attributes[P402_MODEL_ORIGINAL] = self.model_original
         if request.model:
             attributes[GEN_AI_REQUEST_MODEL] = request.model
         if request.max_tokens is not None:
@@ -355,7 +397,11 @@ class Exchange:
         ):
             if count is not None:
                 attributes[key] = count
-        attributes.update(self._cost(usage, facts, evidence, request.model))
+        cost = self._cost(usage, facts, evidence, request.model)
+        attributes.update(cost)
+        if self.reservation is not None and meter.enforcer is not None:
+            amount = cost.get(GEN_AI_USAGE_COST_AMOUNT)
+            meter.enforcer.settle(self, None if amount is None else Decimal(amount))
 
         content = meter.content
         if content.captures_content:

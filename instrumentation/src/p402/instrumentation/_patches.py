@@ -28,6 +28,8 @@ def _sync_send(meter: Meter) -> Callable[..., Any]:
         exchange = meter.begin(request) if is_http_instrumentation_enabled() else None
         if exchange is None:
             return wrapped(*args, **kwargs)
+        if exchange.refusal is not None:
+            return exchange.refuse()
         try:
             response = wrapped(*args, **kwargs)
         except BaseException as error:
@@ -48,6 +50,8 @@ def _async_send(meter: Meter) -> Callable[..., Any]:
         exchange = meter.begin(request) if is_http_instrumentation_enabled() else None
         if exchange is None:
             return await wrapped(*args, **kwargs)
+        if exchange.refusal is not None:
+            return exchange.refuse()
         try:
             response = await wrapped(*args, **kwargs)
         except BaseException as error:

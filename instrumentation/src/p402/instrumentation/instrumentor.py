@@ -25,7 +25,8 @@ from p402.instrumentation._patches import patch_clients, unpatch_clients
 from p402.instrumentation._pipeline import SCOPE, EventSink, TracerSink, build_otlp_sink
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation._threads import patch_threads, unpatch_threads
-from p402.instrumentation.config import P402Config
+from p402.instrumentation.config import Enforcement, P402Config
+from p402.instrumentation.enforcement import Enforcer
 from p402.instrumentation.package import _instruments
 from p402.instrumentation.privacy import content_policy
 
@@ -37,6 +38,7 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     _patched: list[type]
     _meter: Meter | None = None
+    _enforcer: Enforcer | None = None
     _recorder: Recorder
     _sink: EventSink
 
@@ -59,7 +61,10 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
             redact_patterns=config.redact_patterns,
         )
         self._recorder = Recorder(self._sink.tick)
-        self._meter = Meter(config, self._sink, content, self._recorder)
+        self._enforcer = None if config.enforcement is Enforcement.OFF else Enforcer(config)
+        self._meter = Meter(config, self._sink, content, self._recorder, self._enforcer)
+        if self._enforcer is not None:
+            self._enforcer.start()
         self._patched = patch_clients(self._meter)
         patch_threads()
         atexit.register(self._at_exit)
@@ -70,6 +75,9 @@ class P402Instrumentor(BaseInstrumentor):  # type: ignore[misc]
         atexit.unregister(self._at_exit)
         self._patched = []
         self._meter = None
+        if self._enforcer is not None:
+            self._enforcer.stop()
+            self._enforcer = None
         self._recorder.shutdown()
         self._sink.flush(30_000)
         self._sink.shutdown()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import lru_cache
 from typing import Final
 
 __all__ = ["DEFAULT_TIERS", "ModelTier", "canonical_model", "tier_of"]
@@ -25,10 +26,10 @@ class ModelTier(StrEnum):
 
     @property
     def rank(self) -> int:
-        return _RANK[self]
+        return _RANK[self._value_]  # by value: hashing a str is cheaper than an enum member
 
 
-_RANK: Final = {ModelTier.ECONOMY: 0, ModelTier.STANDARD: 1, ModelTier.PREMIUM: 2}
+_RANK: Final = {"economy": 0, "standard": 1, "premium": 2}
 
 _E, _S, _P = ModelTier.ECONOMY, ModelTier.STANDARD, ModelTier.PREMIUM
 
@@ -92,14 +93,17 @@ def canonical_model(model: str) -> str:
     return name
 
 
-def _candidates(model: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def _candidates(model: str) -> tuple[str, ...]:
+    """The table keys ``model`` may be found under, most specific first (cached: the
+    pre-call policy check asks on every call)."""
     name = canonical_model(model)
     found = [name]
     while (shorter := _SUFFIX.sub("", name)) != name:
         name = shorter
         found.append(name)
     found += [_DIGIT_DOT.sub("-", n) for n in found]
-    return found
+    return tuple(dict.fromkeys(_DIGIT_DOT.sub("-", n) for n in found))
 
 
 def _normalise_keys(tiers: Mapping[str, ModelTier | str]) -> dict[str, ModelTier]:
@@ -116,8 +120,7 @@ def tier_of(model: str, overrides: Mapping[str, ModelTier | str] | None = None) 
     if overrides:
         tables.insert(0, _normalise_keys(overrides))
     for table in tables:
-        for candidate in _candidates(model):
-            key = _DIGIT_DOT.sub("-", candidate)
+        for key in _candidates(model):
             if key in table:
                 return table[key]
     return None

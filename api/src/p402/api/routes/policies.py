@@ -1,0 +1,217 @@
+"""Department policies and pre-call enforcement: ``GET|PUT /v1/policies`` (tier bounds and
+routing per department, and the tenant's model tier overrides), ``GET /v1/policy`` (the
+snapshot the instrumentation caches) and ``POST /v1/authorize`` (strict mode's reservation).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+from litestar import Request, Response, get, post, put
+from litestar.datastructures import State
+
+from p402.api.dependencies import CallerIdentity, LedgerEngine
+from p402.api.errors import ApiError
+from p402.api.routes.budgets import json_items
+from p402.instrumentation.money import from_picos, parse_usd, to_picos, usd_str
+from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
+from p402.ledger import clock
+from p402.ledger.holds import Authorization, CallToAuthorize, authorize
+from p402.ledger.policies import (
+    DEFAULT_REFRESH_SECONDS,
+    InvalidPolicy,
+    PolicySnapshot,
+    PolicySpec,
+    list_policies,
+    policy_json,
+    policy_snapshot,
+    put_policies,
+    tier_overrides,
+)
+
+__all__ = ["get_policies", "get_policy_snapshot", "post_authorize", "put_policy"]
+
+REFRESH_VARIABLE: Final = "P402_POLICY_REFRESH_SECONDS"
+_AUTHORIZE_FIELDS: Final = frozenset(
+    {
+        "event_id",
+        "provider",
+        "model",
+        "owner",
+        "max_cost_usd",
+        "max_input_tokens",
+        "max_output_tokens",
+    }
+)
+
+
+def _policies_body(engine: LedgerEngine, tenant_id: int) -> dict[str, Any]:
+    with engine.connect() as connection:
+        overrides = tier_overrides(connection, tenant_id)
+        policies = list_policies(connection, tenant_id)
+    return {
+        "data": [policy_json(policy, overrides) for policy in policies],
+        "tier_overrides": {model: tier.value for model, tier in sorted(overrides.items())},
+        "next_cursor": None,
+    }
+
+
+@get("/v1/policies", opt={"role": "read"}, tags=["policies"], sync_to_thread=True)
+def get_policies(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
+    """Department policies (``department``, ``min_model``, ``max_model``, the tiers they stand
+    for, ``routing``) and the tenant's model tier overrides."""
+    return _policies_body(engine, identity.tenant_id)
+
+
+def _write_policies(engine: LedgerEngine, tenant_id: int, items: list[Any]) -> None:
+    try:
+        specs = [PolicySpec.from_json(item) for item in items]
+        with engine.begin() as connection:
+            put_policies(connection, tenant_id, specs, clock.now_ms())
+    except InvalidPolicy as error:
+        raise ApiError(400, "invalid_policy", str(error)) from None
+
+
+@put("/v1/policies", opt={"role": "admin"}, tags=["policies"], status_code=200)
+async def put_policy(
+    request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
+) -> dict[str, Any]:
+    """Create or replace the policy of each department: one policy or a list of them.
+    ``min_model`` and ``max_model`` must have a known tier (a model of the tenant's own is
+    given one with ``PUT /v1/settings`` ``model_tiers``). Answers every policy of the tenant,
+    as ``GET /v1/policies`` does."""
+    items = json_items(await request.body())
+    run_sync = request.app.state.run_sync
+    await run_sync(_write_policies, engine, identity.tenant_id, items)
+    body: dict[str, Any] = await run_sync(_policies_body, engine, identity.tenant_id)
+    return body
+
+
+def _refresh_seconds() -> int:
+    value = os.environ.get(REFRESH_VARIABLE, "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_REFRESH_SECONDS
+
+
+@get("/v1/policy", opt={"role": "ingest"}, tags=["policies"], sync_to_thread=True)
+def get_policy_snapshot(
+    request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
+) -> Response[Any]:
+    """The snapshot the instrumentation caches and decides from: ``tier_overrides``,
+    ``policies``, ``budgets`` (with ``spent_usd``, ``held_usd``, ``remaining_usd`` and
+    ``status`` now), ``refresh_seconds`` and a ``version``, also sent as the ``ETag``: a
+    request with ``If-None-Match`` of the current version is answered 304 with no body."""
+    with engine.connect() as connection:
+        snapshot: PolicySnapshot = policy_snapshot(
+            connection, identity.tenant_id, clock.now_ms(), refresh_seconds=_refresh_seconds()
+        )
+    etag = f'"{snapshot.version}"'
+    headers = {"etag": etag, "cache-control": "no-cache"}
+    presented = request.headers.get("if-none-match", "")
+    if etag in (tag.strip() for tag in presented.split(",")):
+        return Response(content=b"", status_code=304, headers=headers)
+    return Response(content=snapshot.body, headers=headers)
+
+
+def _text(body: Mapping[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise ApiError(400, "invalid_authorization", f"{name}: a non-empty string")
+    return value
+
+
+def _count(body: Mapping[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApiError(400, "invalid_authorization", f"{name}: a whole number of tokens")
+    return value
+
+
+def _call(body: object) -> CallToAuthorize:
+    if not isinstance(body, Mapping):
+        raise ApiError(400, "invalid_authorization", "the body is a JSON object")
+    unknown = set(body) - _AUTHORIZE_FIELDS
+    if unknown:
+        raise ApiError(
+            400, "invalid_authorization", f"unknown field(s): {', '.join(sorted(unknown))}"
+        )
+    event_id = _text(body, "event_id", required=True)
+    model = _text(body, "model", required=True)
+    assert event_id is not None
+    assert model is not None
+    if len(event_id) > 64:
+        raise ApiError(400, "invalid_authorization", "event_id: at most 64 characters")
+    owners = body.get("owner") or {}
+    if not isinstance(owners, Mapping) or not all(
+        key in OWNER_DIMENSIONS and isinstance(value, str) for key, value in owners.items()
+    ):
+        raise ApiError(
+            400,
+            "invalid_authorization",
+            f"owner: an object of owner dimensions ({', '.join(OWNER_DIMENSIONS)}) → names",
+        )
+    max_cost = None
+    if body.get("max_cost_usd") is not None:
+        try:
+            amount = parse_usd(body["max_cost_usd"])
+        except ValueError as error:
+            raise ApiError(400, "invalid_authorization", f"max_cost_usd: {error}") from None
+        if amount < 0:
+            raise ApiError(400, "invalid_authorization", "max_cost_usd: must not be negative")
+        max_cost = to_picos(amount)
+    call = CallToAuthorize(
+        event_id=event_id,
+        model=model,
+        provider=_text(body, "provider"),
+        owners=dict(owners),
+        max_cost_picos=max_cost,
+        max_input_tokens=_count(body, "max_input_tokens"),
+        max_output_tokens=_count(body, "max_output_tokens"),
+    )
+    if max_cost is None and call.max_input_tokens is None and call.max_output_tokens is None:
+        raise ApiError(
+            400,
+            "invalid_authorization",
+            "give the call's bound: max_cost_usd, or max_input_tokens and max_output_tokens",
+        )
+    return call
+
+
+def _authorization_json(answer: Authorization) -> dict[str, Any]:
+    return {
+        "event_id": answer.event_id,
+        "decision": answer.decision.value,
+        "policy_result": answer.result.value,
+        "model": answer.model,
+        "reason": answer.reason,
+        "hold_usd": None if answer.hold_picos is None else usd_str(from_picos(answer.hold_picos)),
+        "expires_at": None if answer.expires_ms is None else clock.to_iso(answer.expires_ms),
+    }
+
+
+@post("/v1/authorize", opt={"role": "ingest"}, tags=["policies"], status_code=200)
+async def post_authorize(
+    request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
+) -> dict[str, Any]:
+    """Decide a call before it is sent and reserve its maximum cost (strict enforcement).
+
+    Body: ``event_id`` (the ``p402.event.id`` the call's event will carry), ``model``,
+    ``provider``, ``owner`` (its owner dimensions), and its bound: ``max_cost_usd`` and/or
+    ``max_input_tokens`` + ``max_output_tokens``. Answers ``decision`` (``allow``,
+    ``downgrade`` — send ``model`` instead —, ``block``), ``policy_result``, ``model``,
+    ``reason``, and the hold made (``hold_usd``, ``expires_at``); the hold is released when
+    the event is ingested.
+    """
+    items = json_items(await request.body())
+    if len(items) != 1:
+        raise ApiError(400, "invalid_authorization", "the body is one JSON object")
+    call = _call(items[0])
+    answer = await request.app.state.run_sync(
+        authorize, engine, identity.tenant_id, call, clock.now_ms()
+    )
+    return _authorization_json(answer)

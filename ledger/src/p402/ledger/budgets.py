@@ -1,0 +1,416 @@
+"""Budgets: spending caps per scope and UTC calendar period, where each stands, and where it
+is heading.
+
+A budget caps the organisation, or one department, project, employee or session (its
+``name``), per period: the UTC calendar month, the ISO week (from Monday 00:00 UTC) or the UTC
+day. Its figures are computed for the period that contains ``now``, so they start again from
+zero at every boundary by construction.
+
+- **spent**: the cost of the events of the period, from the spend rollups (whole UTC days:
+  periods begin and end at midnight UTC), never a scan of events. A session budget caps the
+  session's whole cost (``session.cost_picos``): sessions do not outlive a period in practice.
+- **held**: what ``POST /v1/authorize`` has reserved for calls in flight
+  (:mod:`p402.ledger.holds`).
+- **projected**: ``spent + velocity * remaining``, with the velocity measured over the part of
+  the period elapsed so far, i.e. ``projected = spent * length / elapsed`` with
+  ``length = period_end - period_start`` and ``elapsed = max(now - period_start, length / 24)``
+  (at least a 24th of the period — about 1.25 days of a 31-day month, 7 hours of a week, one
+  hour of a day — so that the first minutes of a period do not project wildly), in integer
+  picodollars rounded down. A session budget's projection is what it has spent.
+- **consumed_pct**: ``spent * 100 / cap``, rounded down to 0.01 (a cap of 0 is 100 % used).
+- **status**: ``exceeded`` when spent ≥ cap, else ``warning`` from 80 %, else
+  ``projected_over`` when the projection passes the cap, else ``ok``.
+
+Every figure of one call to :func:`budget_states` is read by one SQL statement, so it is one
+consistent view (an ingest that adds an event's cost and drops its hold is seen whole or not
+at all).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_DOWN, Decimal
+from functools import lru_cache
+from typing import Any, Final
+
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Select
+
+from p402.instrumentation.money import parse_usd, to_picos
+from p402.instrumentation.vocabulary import BudgetPeriod, BudgetScope, BudgetStatus, CapAction
+from p402.ledger.models import Budget, BudgetHold, Session, SpendRollup
+from p402.ledger.rollups import DAY_MS
+
+__all__ = [
+    "WARNING_PCT",
+    "BudgetSpec",
+    "BudgetState",
+    "InvalidBudget",
+    "budget_states",
+    "period_bounds",
+    "projected_picos",
+    "put_budgets",
+]
+
+BUDGETS = Budget.__table__  # type: ignore[attr-defined]
+HOLDS = BudgetHold.__table__  # type: ignore[attr-defined]
+ROLLUPS = SpendRollup.__table__  # type: ignore[attr-defined]
+SESSIONS = Session.__table__  # type: ignore[attr-defined]
+
+WARNING_PCT: Final = Decimal(80)
+_EPOCH: Final = date(1970, 1, 1)
+_CENT: Final = Decimal("0.01")
+_NAMED_BY_ROLLUP: Final = (BudgetScope.DEPARTMENT, BudgetScope.PROJECT, BudgetScope.EMPLOYEE)
+
+
+# --- periods -------------------------------------------------------------------------------
+
+
+def _day_ms(day: date) -> int:
+    return (day - _EPOCH).days * DAY_MS
+
+
+def period_bounds(period: BudgetPeriod, now_ms: int) -> tuple[int, int]:
+    """The UTC calendar period containing ``now_ms``: ``[start, end)`` in epoch ms."""
+    today = _EPOCH + timedelta(days=now_ms // DAY_MS)
+    if period is BudgetPeriod.DAY:
+        start, end = today, today + timedelta(days=1)
+    elif period is BudgetPeriod.WEEK:
+        start = today - timedelta(days=today.weekday())
+        end = start + timedelta(days=7)
+    else:
+        start = today.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+    return _day_ms(start), _day_ms(end)
+
+
+def projected_picos(spent_picos: int, start_ms: int, end_ms: int, now_ms: int) -> int:
+    """The end-of-period projection (see the module docstring)."""
+    length = end_ms - start_ms
+    elapsed = max(now_ms - start_ms, length // 24)
+    return spent_picos * length // elapsed
+
+
+# --- writing budgets -----------------------------------------------------------------------
+
+
+class InvalidBudget(ValueError):
+    """A budget that cannot be stored, with the reason."""
+
+
+def _choice(kind: type[Any], value: object, field: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise InvalidBudget(f"{field}: {value!r} is not one of {allowed}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetSpec:
+    """A budget as written: upserted by ``(scope, name, period)``."""
+
+    scope: BudgetScope
+    name: str
+    period: BudgetPeriod
+    cap_picos: int
+    action_at_cap: CapAction = CapAction.NOTIFY
+    downgrade_model: str | None = None
+
+    @classmethod
+    def from_json(cls, item: object) -> BudgetSpec:
+        """Read and check one budget of ``PUT /v1/budgets`` (SPEC §9 field names)."""
+        if not isinstance(item, Mapping):
+            raise InvalidBudget("a budget is a JSON object")
+        unknown = set(item) - {
+            "scope",
+            "name",
+            "period",
+            "cap_usd",
+            "action_at_cap",
+            "downgrade_model",
+        }
+        if unknown:
+            raise InvalidBudget(f"unknown field(s): {', '.join(sorted(unknown))}")
+        scope = _choice(BudgetScope, item.get("scope"), "scope")
+        name = item.get("name") or ""
+        if not isinstance(name, str) or len(name) > 200:
+            raise InvalidBudget("name: a string of at most 200 characters")
+        if scope is BudgetScope.ORGANIZATION and name:
+            raise InvalidBudget("name: an organization budget has no name")
+        if scope is not BudgetScope.ORGANIZATION and not name:
+            raise InvalidBudget(f"name: a {scope.value} budget names its {scope.value}")
+        period = _choice(BudgetPeriod, item.get("period") or BudgetPeriod.MONTH, "period")
+        if "cap_usd" not in item:
+            raise InvalidBudget("cap_usd: required (a decimal string of USD)")
+        try:
+            cap = parse_usd(item["cap_usd"])
+        except ValueError as error:
+            raise InvalidBudget(f"cap_usd: {error}") from None
+        if cap < 0:
+            raise InvalidBudget("cap_usd: must not be negative")
+        action = _choice(CapAction, item.get("action_at_cap") or CapAction.NOTIFY, "action_at_cap")
+        downgrade_model = item.get("downgrade_model") or None
+        if downgrade_model is not None and (
+            not isinstance(downgrade_model, str) or len(downgrade_model) > 200
+        ):
+            raise InvalidBudget("downgrade_model: a model name")
+        if action is CapAction.DOWNGRADE and downgrade_model is None:
+            raise InvalidBudget("downgrade_model: required when action_at_cap is downgrade")
+        return cls(scope, name, period, to_picos(cap), action, downgrade_model)
+
+
+def put_budgets(
+    connection: Connection, tenant_id: int, specs: Sequence[BudgetSpec], now_ms: int
+) -> list[int]:
+    """Create or replace each budget (same scope, name and period); returns their ids."""
+    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert
+    ids = []
+    for spec in specs:
+        values = {
+            "tenant_id": tenant_id,
+            "scope": spec.scope.value,
+            "name": spec.name,
+            "period": spec.period.value,
+            "cap_picos": spec.cap_picos,
+            "action_at_cap": spec.action_at_cap.value,
+            "downgrade_model": spec.downgrade_model,
+            "updated_ms": now_ms,
+        }
+        statement = insert(BUDGETS).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "scope", "name", "period"],
+            set_={
+                key: statement.excluded[key]
+                for key in ("cap_picos", "action_at_cap", "downgrade_model", "updated_ms")
+            },
+        ).returning(BUDGETS.c.id)
+        ids.append(int(connection.execute(statement).scalar_one()))
+    return ids
+
+
+# --- reading their state -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """A budget and its figures for the period containing ``now`` (picodollars, epoch ms)."""
+
+    budget_id: int
+    scope: BudgetScope
+    name: str
+    period: BudgetPeriod
+    cap_picos: int
+    spent_picos: int
+    held_picos: int
+    projected_picos: int
+    period_start_ms: int
+    period_end_ms: int
+    action_at_cap: CapAction
+    downgrade_model: str | None
+    status: BudgetStatus
+    consumed_pct: Decimal
+    now_ms: int
+
+    @property
+    def remaining_picos(self) -> int:
+        """What may still be spent: the cap less what is spent and held (not below 0)."""
+        return max(self.cap_picos - self.spent_picos - self.held_picos, 0)
+
+    @property
+    def overage_picos(self) -> int:
+        """How far the projection passes the cap (0 when it does not)."""
+        return max(self.projected_picos - self.cap_picos, 0)
+
+    @property
+    def velocity_picos_per_day(self) -> int:
+        """Spend per day over the elapsed part of the period (as the projection counts it)."""
+        length = self.period_end_ms - self.period_start_ms
+        elapsed = max(self.now_ms - self.period_start_ms, length // 24)
+        return self.spent_picos * DAY_MS // elapsed
+
+
+def _consumed_pct(spent: int, cap: int) -> Decimal:
+    if cap <= 0:
+        return Decimal(100)
+    return (Decimal(spent) * 100 / cap).quantize(_CENT, rounding=ROUND_DOWN)
+
+
+def _status(spent: int, cap: int, projected: int, consumed: Decimal) -> BudgetStatus:
+    if spent >= cap:
+        return BudgetStatus.EXCEEDED
+    if consumed >= WARNING_PCT:
+        return BudgetStatus.WARNING
+    if projected > cap:
+        return BudgetStatus.PROJECTED_OVER
+    return BudgetStatus.OK
+
+
+def _text(value: str) -> Any:
+    return literal(value, String())
+
+
+# The statements are built once per shape (which scopes and periods, which owners) with
+# bound parameters: building SQL expressions costs more than running these small queries.
+
+
+def _spent_query(scope: BudgetScope, period: BudgetPeriod, group: str) -> Select[Any]:
+    head = (_text("spent"), _text(scope.value), _text(period.value))
+    tenant: Any = bindparam("tenant")
+    if scope is BudgetScope.SESSION:
+        return select(*head, SESSIONS.c.name, SESSIONS.c.cost_picos).where(
+            SESSIONS.c.tenant_id == tenant,
+            SESSIONS.c.name.in_(bindparam(f"{group}_names", expanding=True)),
+        )
+    conditions = [
+        ROLLUPS.c.tenant_id == tenant,
+        ROLLUPS.c.day >= bindparam(f"{group}_start"),
+        ROLLUPS.c.day < bindparam(f"{group}_end"),
+    ]
+    total = func.coalesce(func.sum(ROLLUPS.c.cost_picos), 0)
+    if scope is BudgetScope.ORGANIZATION:
+        return select(*head, _text(""), total).where(and_(*conditions))
+    column = ROLLUPS.c[scope.value]
+    names = column.in_(bindparam(f"{group}_names", expanding=True))
+    return select(*head, column, total).where(and_(*conditions, names)).group_by(column)
+
+
+def _held_query(scope: BudgetScope, group: str) -> Select[Any]:
+    head = (_text("held"), _text(scope.value), _text(""))
+    conditions = [HOLDS.c.tenant_id == bindparam("tenant"), HOLDS.c.expires_ms > bindparam("now")]
+    total = func.coalesce(func.sum(HOLDS.c.amount_picos), 0)
+    if scope is BudgetScope.ORGANIZATION:
+        return select(*head, _text(""), total).where(and_(*conditions))
+    column = HOLDS.c[scope.value]
+    names = column.in_(bindparam(f"{group}_names", expanding=True))
+    return select(*head, column, total).where(and_(*conditions, names)).group_by(column)
+
+
+@lru_cache(maxsize=256)
+def _figures_statement(
+    spent_groups: tuple[tuple[BudgetScope, BudgetPeriod], ...], held_scopes: tuple[BudgetScope, ...]
+) -> Any:
+    return union_all(
+        *(_spent_query(scope, period, f"s{n}") for n, (scope, period) in enumerate(spent_groups)),
+        *(_held_query(scope, f"h{n}") for n, scope in enumerate(held_scopes)),
+    )
+
+
+def _figures(
+    connection: Connection, tenant_id: int, budgets: Iterable[RowMapping], now_ms: int
+) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int]]:
+    """Spent per (scope, period, name) and held per (scope, name), in one statement."""
+    spent_names: dict[tuple[BudgetScope, BudgetPeriod], set[str]] = {}
+    held_names: dict[BudgetScope, set[str]] = {}
+    for budget in budgets:
+        scope = BudgetScope(budget["scope"])
+        spent_names.setdefault((scope, BudgetPeriod(budget["period"])), set()).add(budget["name"])
+        held_names.setdefault(scope, set()).add(budget["name"])
+    spent: dict[tuple[str, str, str], int] = {}
+    held: dict[tuple[str, str], int] = {}
+    if not spent_names:
+        return spent, held
+    params: dict[str, Any] = {"tenant": tenant_id, "now": now_ms}
+    for n, ((_, period), names) in enumerate(spent_names.items()):
+        start, end = period_bounds(period, now_ms)
+        params[f"s{n}_names"] = sorted(names)
+        params[f"s{n}_start"], params[f"s{n}_end"] = start // DAY_MS, end // DAY_MS
+    for n, names in enumerate(held_names.values()):
+        params[f"h{n}_names"] = sorted(names)
+    statement = _figures_statement(tuple(spent_names), tuple(held_names))
+    for kind, scope_value, period_value, name, amount in connection.execute(statement, params):
+        if kind == "spent":
+            spent[(scope_value, period_value, name)] = int(amount or 0)
+        else:
+            held[(scope_value, name)] = int(amount or 0)
+    return spent, held
+
+
+_OWNED_SCOPES: Final = (*_NAMED_BY_ROLLUP, BudgetScope.SESSION)
+
+
+@lru_cache(maxsize=64)
+def _budgets_statement(
+    owner_scopes: tuple[BudgetScope, ...] | None, paged: bool, limited: bool
+) -> Any:
+    """The tenant's budgets by id: those covering the owners named for ``owner_scopes``
+    (all when ``None``), after ``after_id`` when ``paged``, ``limit`` of them when ``limited``."""
+    statement = select(BUDGETS).where(BUDGETS.c.tenant_id == bindparam("tenant"))
+    if owner_scopes is not None:
+        covering = [BUDGETS.c.scope == BudgetScope.ORGANIZATION.value]
+        for scope in owner_scopes:
+            named = BUDGETS.c.name == bindparam(f"owner_{scope.value}")
+            covering.append(and_(BUDGETS.c.scope == scope.value, named))
+        statement = statement.where(or_(*covering))
+    if paged:
+        statement = statement.where(BUDGETS.c.id > bindparam("after_id"))
+    statement = statement.order_by(BUDGETS.c.id)
+    return statement.limit(bindparam("limit")) if limited else statement
+
+
+def budget_states(
+    connection: Connection,
+    tenant_id: int,
+    now_ms: int,
+    *,
+    owners: Mapping[str, str] | None = None,
+    after_id: int | None = None,
+    limit: int | None = None,
+) -> list[BudgetState]:
+    """The tenant's budgets (by id; only those covering ``owners`` when given, ``limit`` of
+    them after ``after_id`` when given) with their figures at ``now_ms``."""
+    params: dict[str, Any] = {"tenant": tenant_id, "after_id": after_id, "limit": limit}
+    owner_scopes = None
+    if owners is not None:
+        owner_scopes = tuple(scope for scope in _OWNED_SCOPES if owners.get(scope.value))
+        params.update({f"owner_{scope.value}": owners[scope.value] for scope in owner_scopes})
+    statement = _budgets_statement(owner_scopes, after_id is not None, limit is not None)
+    budgets = connection.execute(statement, params).mappings().all()
+    spent, held = _figures(connection, tenant_id, budgets, now_ms)
+    states = []
+    for budget in budgets:
+        scope = BudgetScope(budget["scope"])
+        period = BudgetPeriod(budget["period"])
+        start, end = period_bounds(period, now_ms)
+        cap = int(budget["cap_picos"])
+        spent_picos = spent.get((scope.value, period.value, budget["name"]), 0)
+        projected = (
+            spent_picos
+            if scope is BudgetScope.SESSION
+            else projected_picos(spent_picos, start, end, now_ms)
+        )
+        consumed = _consumed_pct(spent_picos, cap)
+        states.append(
+            BudgetState(
+                budget_id=int(budget["id"]),
+                scope=scope,
+                name=budget["name"],
+                period=period,
+                cap_picos=cap,
+                spent_picos=spent_picos,
+                held_picos=held.get((scope.value, budget["name"]), 0),
+                projected_picos=projected,
+                period_start_ms=start,
+                period_end_ms=end,
+                action_at_cap=CapAction(budget["action_at_cap"]),
+                downgrade_model=budget["downgrade_model"],
+                status=_status(spent_picos, cap, projected, consumed),
+                consumed_pct=consumed,
+                now_ms=now_ms,
+            )
+        )
+    return states
