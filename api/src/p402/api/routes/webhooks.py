@@ -1,0 +1,46 @@
+"""``GET|PUT /v1/webhooks`` (admin): the URLs that receive each alert, HMAC-signed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from litestar import Request, get, put
+from litestar.datastructures import State
+
+from p402.api.dependencies import CallerIdentity, LedgerEngine
+from p402.api.errors import ApiError
+from p402.ledger.clock import now_ms
+from p402.ledger.webhooks import InvalidWebhooks, list_webhooks, read_webhook_specs, set_webhooks
+
+__all__ = ["get_webhooks", "put_webhooks"]
+
+
+@get("/v1/webhooks", opt={"role": "admin"}, tags=["webhooks"], sync_to_thread=True)
+def get_webhooks(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
+    """The tenant's webhooks (secrets are shown only when set)."""
+    with engine.connect() as connection:
+        return {"data": list_webhooks(connection, identity.tenant_id), "next_cursor": None}
+
+
+@put("/v1/webhooks", opt={"role": "admin"}, tags=["webhooks"], status_code=200)
+async def put_webhooks(
+    request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
+) -> dict[str, Any]:
+    """Replace the tenant's webhooks with a JSON list of ``{"url": ..., "secret": ...}``.
+
+    A URL already configured keeps its id and, unless a new one is given, its secret; a URL
+    left out is removed. A ``secret`` left out is generated. The answer shows the secret of
+    each webhook whose secret this call set, once.
+    """
+    try:
+        specs = read_webhook_specs(json.loads(await request.body()))
+    except ValueError as error:  # InvalidWebhooks, or not JSON
+        code = "invalid_webhooks" if isinstance(error, InvalidWebhooks) else "bad_request"
+        raise ApiError(400, code, str(error)) from None
+
+    def store() -> list[dict[str, Any]]:
+        with engine.begin() as connection:
+            return set_webhooks(connection, identity.tenant_id, specs, now_ms())
+
+    return {"data": await request.app.state.run_sync(store), "next_cursor": None}

@@ -1,0 +1,269 @@
+"""Webhooks: configured by admins, sent each alert as signed JSON, retried with backoff across
+restarts until delivered or given up."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from p402.api import create_app
+from p402.api.scheduler import Scheduler
+from p402.ledger.alerts import Crossing, record_alert
+from p402.ledger.keys import Role, create_key
+from p402.ledger.webhooks import MAX_ATTEMPTS, retry_delay_ms
+
+SECRET = "test-secret-of-the-receiver-0123"
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 answering each POST with the next scripted status."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/p402"
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does (the README's snippet)."""
+    timestamp = headers["x-p402-timestamp"]
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return hmac.compare_digest("sha256=" + expected.hexdigest(), headers["x-p402-signature"])
+
+
+class Clock:
+    def __init__(self, ms: int = 1_800_000_000_000) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def api(engine) -> Iterator[TestClient]:
+    with TestClient(create_app(engine, scheduler=False)) as client:
+        yield client
+
+
+def _admin(engine, tenant: str = "acme") -> tuple[int, dict[str, str]]:
+    identity, key = create_key(engine, tenant=tenant, role=Role.ADMIN)
+    return identity.tenant_id, {"authorization": f"Bearer {key}"}
+
+
+def _fire(engine, tenant_id: int, now_ms: int, threshold: str = "80") -> dict:
+    crossing = Crossing(
+        scope="department",
+        name="legal",
+        period="month",
+        period_start_ms=1_798_761_600_000,
+        period_end_ms=1_801_440_000_000,
+        threshold=threshold,
+        spent_picos=820 * 10**12,
+        cap_picos=1000 * 10**12,
+        projected_picos=1100 * 10**12,
+    )
+    with engine.begin() as connection:
+        alert = record_alert(connection, tenant_id, crossing, now_ms)
+    assert alert is not None
+    return alert
+
+
+def _deliveries(engine) -> list[tuple]:
+    with engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                text("SELECT status, attempts, last_status_code FROM webhook_delivery ORDER BY id")
+            )
+        ]
+
+
+def test_webhooks_are_configured_by_admins_and_secrets_shown_once(engine, api, keys):
+    _, admin = _admin(engine)
+    put = api.put(
+        "/v1/webhooks",
+        json=[
+            {"url": "https://hooks.example/a", "secret": SECRET},
+            {"url": "https://hooks.example/b"},
+        ],
+        headers=admin,
+    )
+    assert put.status_code == 200, put.text
+    first, second = put.json()["data"]
+    assert first["secret"] == SECRET
+    assert second["secret"].startswith("whsec_") and len(second["secret"]) > 32
+    listed = api.get("/v1/webhooks", headers=admin).json()["data"]
+    assert [hook["url"] for hook in listed] == [
+        "https://hooks.example/a",
+        "https://hooks.example/b",
+    ]
+    assert all("secret" not in hook for hook in listed)
+
+    # Keeping a URL keeps its id and secret; leaving one out removes it.
+    again = api.put("/v1/webhooks", json=[{"url": "https://hooks.example/b"}], headers=admin)
+    (kept,) = again.json()["data"]
+    assert kept["id"] == second["id"] and "secret" not in kept
+    assert [h["id"] for h in api.get("/v1/webhooks", headers=admin).json()["data"]] == [
+        second["id"]
+    ]
+
+    for role in ("read", "ingest"):
+        bearer = {"authorization": f"Bearer {keys[role]}"}
+        assert api.get("/v1/webhooks", headers=bearer).status_code == 403
+        assert api.put("/v1/webhooks", json=[], headers=bearer).status_code == 403
+    _, globex_admin = _admin(engine, "globex")
+    assert api.get("/v1/webhooks", headers=globex_admin).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"url": "https://x.example"}, "JSON list"),
+        ([{"url": "ftp://x.example"}], "http:// or https://"),
+        ([{"url": "https://x.example", "secret": "short"}], "secret must be"),
+        ([{"url": "https://x.example", "token": "x"}], "unknown field"),
+        ([{"url": "https://x.example"}, {"url": "https://x.example"}], "once"),
+    ],
+)
+def test_invalid_webhook_configurations_are_refused_whole(engine, api, body, message):
+    _, admin = _admin(engine)
+    response = api.put("/v1/webhooks", json=body, headers=admin)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_webhooks"
+    assert message in response.json()["error"]["message"]
+    assert api.get("/v1/webhooks", headers=admin).json()["data"] == []
+
+
+def test_an_alert_is_signed_retried_with_backoff_across_restarts_and_delivered(engine, api):
+    tenant_id, admin = _admin(engine)
+    clock = Clock()
+    with Receiver([500, 503]) as receiver:  # fails twice, then accepts
+        api.put("/v1/webhooks", json=[{"url": receiver.url, "secret": SECRET}], headers=admin)
+        alert = _fire(engine, tenant_id, clock())
+
+        def restart_and_run() -> None:  # a new server each time: nothing is kept in memory
+            scheduler = Scheduler(engine, clock=clock, environ={})
+            assert scheduler.run_once("webhooks").ran
+            scheduler.shutdown()
+
+        restart_and_run()
+        assert _deliveries(engine) == [("pending", 1, 500)]
+        restart_and_run()  # not due yet
+        assert len(receiver.requests) == 1
+
+        clock.ms += retry_delay_ms(1)
+        assert retry_delay_ms(1) == 30_000
+        restart_and_run()
+        assert _deliveries(engine) == [("pending", 2, 503)]
+
+        clock.ms += retry_delay_ms(2) - 1
+        restart_and_run()
+        assert len(receiver.requests) == 2  # backoff doubled: 60 s
+        clock.ms += 1
+        restart_and_run()
+        assert _deliveries(engine) == [("delivered", 3, 200)]
+        restart_and_run()
+        assert len(receiver.requests) == 3
+        (hook,) = api.get("/v1/webhooks", headers=admin).json()["data"]
+        assert hook["deliveries"] == {"pending": 0, "delivered": 1, "failed": 0}
+
+    bodies = {body for _, body in receiver.requests}
+    assert len(bodies) == 1  # the same body every time
+    assert json.loads(bodies.pop()) == {"type": "budget.alert", "alert": alert}
+    assert alert["threshold"] == 80 and alert["spent_usd"] == "820" and alert["cap_usd"] == "1000"
+    for headers, body in receiver.requests:
+        assert verify(SECRET, headers, body)
+        assert not verify("another-secret-entirely-0000", headers, body)
+        assert headers["content-type"] == "application/json"
+        assert headers["x-p402-event"] == "budget.alert"
+    delivery_ids = {headers["x-p402-delivery"] for headers, _ in receiver.requests}
+    assert len(delivery_ids) == 1
+    timestamps = [int(headers["x-p402-timestamp"]) for headers, _ in receiver.requests]
+    start = 1_800_000_000
+    assert timestamps == [start, start + 30, start + 90]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_delivery_is_given_up_after_the_last_attempt(engine, api):
+    tenant_id, admin = _admin(engine)
+    clock = Clock()
+    with Receiver([500] * 100) as receiver:
+        api.put(
+            "/v1/webhooks",
+            json=[
+                {"url": receiver.url, "secret": SECRET},
+                {"url": f"http://127.0.0.1:{_closed_port()}/down", "secret": SECRET},
+            ],
+            headers=admin,
+        )
+        _fire(engine, tenant_id, clock())
+        scheduler = Scheduler(engine, clock=clock, environ={})
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            assert scheduler.run_once("webhooks").ran
+            clock.ms += retry_delay_ms(attempt)
+        scheduler.run_once("webhooks")
+        assert len(receiver.requests) == MAX_ATTEMPTS
+    assert _deliveries(engine) == [("failed", MAX_ATTEMPTS, 500), ("failed", MAX_ATTEMPTS, None)]
+    with engine.connect() as connection:
+        errors = connection.execute(
+            text("SELECT last_error FROM webhook_delivery ORDER BY id")
+        ).scalars()
+        assert [error.split(":")[0] for error in errors] == ["HTTP 500", "ConnectError"]
+    assert retry_delay_ms(MAX_ATTEMPTS) == 3_600_000  # at most an hour apart
+
+
+def test_each_alert_goes_to_the_tenants_own_webhooks_only(engine, api):
+    acme_id, acme_admin = _admin(engine)
+    globex_id, globex_admin = _admin(engine, "globex")
+    clock = Clock()
+    with Receiver([]) as acme_hook, Receiver([]) as globex_hook:
+        api.put("/v1/webhooks", json=[{"url": acme_hook.url, "secret": SECRET}], headers=acme_admin)
+        api.put(
+            "/v1/webhooks", json=[{"url": globex_hook.url, "secret": SECRET}], headers=globex_admin
+        )
+        _fire(engine, acme_id, clock())
+        Scheduler(engine, clock=clock, environ={}).run_once("webhooks")
+        assert len(acme_hook.requests) == 1
+        assert globex_hook.requests == []
+    assert globex_id != acme_id
