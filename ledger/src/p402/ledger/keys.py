@@ -6,27 +6,36 @@ settings).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, and_, or_, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
-from p402.ledger.clock import now_ms
+from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import ApiKey, Tenant
 
 __all__ = [
     "KEY_PREFIX",
     "Identity",
+    "InvalidKeyCursor",
+    "KeyInfo",
     "Role",
     "create_key",
     "ensure_tenant",
+    "get_key",
     "hash_key",
+    "list_keys",
     "resolve_key",
+    "revoke_key",
+    "tenant_id",
+    "tenant_name",
 ]
 
 KEY_PREFIX: Final = "p402_"
@@ -95,3 +104,109 @@ def resolve_key(engine: Engine, key: str) -> Identity | None:
             )
         ).first()
     return Identity(row.id, row.tenant_id, Role(row.role), row.key_hash) if row else None
+
+
+_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
+_TENANTS = Tenant.__table__  # type: ignore[attr-defined]
+
+
+def tenant_id(engine: Engine, name: str) -> int | None:
+    """The id of the tenant called ``name``; ``None`` if there is none."""
+    with engine.connect() as connection:
+        found: int | None = connection.execute(
+            select(_TENANTS.c.id).where(_TENANTS.c.name == name)
+        ).scalar_one_or_none()
+    return found
+
+
+def tenant_name(engine: Engine, tenant_id: int) -> str:
+    with engine.connect() as connection:
+        name: str = connection.execute(
+            select(_TENANTS.c.name).where(_TENANTS.c.id == tenant_id)
+        ).scalar_one()
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What may be shown of a key: never the key nor its hash."""
+
+    id: str
+    role: str
+    created_ms: int
+    revoked_ms: int | None
+
+    def json(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "role": self.role,
+            "created_at": to_iso(self.created_ms),
+            "revoked_at": None if self.revoked_ms is None else to_iso(self.revoked_ms),
+        }
+
+
+class InvalidKeyCursor(ValueError):
+    """A key-listing cursor that was not handed out by :func:`list_keys`."""
+
+
+def _key_cursor(info: KeyInfo) -> str:
+    text = f"{info.created_ms}:{info.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _read_key_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, key_id = text.split(":", 1)
+        return int(created), key_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidKeyCursor(f"invalid cursor: {cursor!r}") from None
+
+
+def _key_info(row: Row[Any]) -> KeyInfo:
+    return KeyInfo(row.id, row.role, row.created_ms, row.revoked_ms)
+
+
+def list_keys(
+    engine: Engine, tenant_id: int, *, limit: int, cursor: str | None = None
+) -> tuple[list[KeyInfo], str | None]:
+    """The tenant's keys, revoked ones included, oldest first, ``limit`` at a time."""
+    c = _KEYS.c
+    statement = select(c.id, c.role, c.created_ms, c.revoked_ms).where(c.tenant_id == tenant_id)
+    if cursor:
+        created, key_id = _read_key_cursor(cursor)
+        statement = statement.where(
+            or_(c.created_ms > created, and_(c.created_ms == created, c.id > key_id))
+        )
+    statement = statement.order_by(c.created_ms, c.id).limit(limit + 1)
+    with engine.connect() as connection:
+        keys = [_key_info(row) for row in connection.execute(statement)]
+    if len(keys) > limit:
+        keys = keys[:limit]
+        return keys, _key_cursor(keys[-1])
+    return keys, None
+
+
+def get_key(engine: Engine, tenant_id: int, key_id: str) -> KeyInfo | None:
+    """One of the tenant's keys; ``None`` for an unknown id or another tenant's key."""
+    c = _KEYS.c
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(c.id, c.role, c.created_ms, c.revoked_ms).where(
+                c.tenant_id == tenant_id, c.id == key_id
+            )
+        ).first()
+    return None if row is None else _key_info(row)
+
+
+def revoke_key(engine: Engine, tenant_id: int, key_id: str) -> KeyInfo | None:
+    """Revoke one of the tenant's keys (it answers 401 from now on); revoking it again keeps
+    the first revocation time. ``None`` for an unknown id or another tenant's key."""
+    c = _KEYS.c
+    with engine.begin() as connection:
+        connection.execute(
+            update(_KEYS)
+            .where(c.tenant_id == tenant_id, c.id == key_id, c.revoked_ms.is_(None))
+            .values(revoked_ms=now_ms())
+        )
+    return get_key(engine, tenant_id, key_id)

@@ -1,0 +1,124 @@
+"""Historical import of the providers' usage and cost reports, and its attribution mapping:
+``POST /v1/imports/{provider}``, ``GET|PUT /v1/imports/mappings``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from litestar import Request, get, post, put
+from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
+
+from p402.api.dependencies import CallerIdentity, LedgerEngine
+from p402.api.errors import ApiError
+from p402.ledger.imports import (
+    ImportOutcome,
+    InvalidMapping,
+    MappingRule,
+    import_results,
+    mapping_rules,
+    replace_mapping,
+)
+from p402.ledger.provider_reports import PROVIDERS, InvalidReport, read_report
+
+__all__ = ["MAX_REPORT_BYTES", "get_import_mappings", "post_import", "put_import_mappings"]
+
+MAX_REPORT_BYTES = 64 * 2**20
+
+
+@post(
+    "/v1/imports/{provider:str}",
+    opt={"role": "admin"},
+    tags=["imports"],
+    status_code=200,
+    request_max_body_size=MAX_REPORT_BYTES,
+)
+async def post_import(
+    request: Request[object, object, State],
+    engine: LedgerEngine,
+    identity: CallerIdentity,
+    provider: FromPath[str],
+) -> dict[str, Any]:
+    """Import a provider's usage or cost report, as its Admin API answers it (one page, or a
+    JSON list of pages): OpenAI ``/v1/organization/usage/completions`` and
+    ``/v1/organization/costs``; Anthropic ``/v1/organizations/usage_report/messages`` and
+    ``/v1/organizations/cost_report``.
+
+    The results are kept with the provider's figures beside the metered events (they are not
+    events), attributed by the import mapping. Importing the same report again changes
+    nothing; a revised report updates the results it revises. Answers how many results were
+    ``inserted``, ``updated`` and ``unchanged``.
+    """
+    if provider not in PROVIDERS:
+        raise ApiError(
+            404, "not_found", f"no importer for {provider!r}; choose from {', '.join(PROVIDERS)}"
+        )
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the report as application/json")
+    body = await request.body()
+    try:
+        document = json.loads(body, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {error}") from None
+    try:
+        results = read_report(provider, document)
+    except InvalidReport as error:
+        raise ApiError(400, "invalid_report", str(error)) from None
+    outcome: ImportOutcome = await request.app.state.run_sync(
+        import_results, engine, identity.tenant_id, provider, results
+    )
+    return {"provider": provider, **outcome.json()}
+
+
+@dataclass
+class MappingRuleBody:
+    """Results of ``provider`` whose ``field`` is ``value`` belong to these owners."""
+
+    provider: str
+    field: str  # api_key_id, user_id, project_id (OpenAI) or workspace_id (Anthropic)
+    value: str
+    department: str | None = None
+    project: str | None = None
+    employee: str | None = None
+
+
+def _rules_json(rules: list[MappingRule]) -> list[dict[str, str | None]]:
+    return [rule.json() for rule in rules]
+
+
+@get("/v1/imports/mappings", opt={"role": "read"}, tags=["imports"], sync_to_thread=True)
+def get_import_mappings(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
+    """The tenant's import mapping: provider-side ids → department, project, employee."""
+    with engine.connect() as connection:
+        rules = mapping_rules(connection, identity.tenant_id)
+    return {"data": _rules_json(rules), "next_cursor": None}
+
+
+@put("/v1/imports/mappings", opt={"role": "admin"}, tags=["imports"], sync_to_thread=True)
+def put_import_mappings(
+    engine: LedgerEngine, identity: CallerIdentity, data: JSONBody[list[MappingRuleBody]]
+) -> dict[str, Any]:
+    """Replace the tenant's whole import mapping with this list and re-attribute every
+    imported result by it. For each owner dimension the most specific id that names one
+    wins: ``api_key_id``, then ``user_id``, then ``project_id`` / ``workspace_id``.
+    Answers the mapping and how many imported results changed owners (``reattributed``)."""
+    rules = [
+        MappingRule(
+            provider=item.provider,
+            field=item.field,
+            value=item.value,
+            department=item.department,
+            project=item.project,
+            employee=item.employee,
+        )
+        for item in data
+    ]
+    try:
+        changed = replace_mapping(engine, identity.tenant_id, rules)
+    except InvalidMapping as error:
+        raise ApiError(400, "invalid_mapping", str(error)) from None
+    return {"data": _rules_json(rules), "reattributed": changed, "next_cursor": None}

@@ -1,0 +1,70 @@
+"""``GET /v1/reconciliation``: the providers' own reports against the metered events."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import get
+from litestar.params import Parameter, QueryParameter
+
+from p402.api.dependencies import CallerIdentity, LedgerEngine
+from p402.api.routes.filters import parse_time
+from p402.ledger.reconciliation import reconcile
+
+__all__ = ["get_reconciliation"]
+
+
+@get("/v1/reconciliation", opt={"role": "read"}, tags=["imports"], sync_to_thread=True)
+def get_reconciliation(
+    engine: LedgerEngine,
+    identity: CallerIdentity,
+    provider: Annotated[
+        str | None,
+        Parameter(required=False, description="e.g. openai; default: every imported provider"),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
+    ] = None,
+    to: Annotated[
+        str | None, Parameter(required=False, description="ISO-8601 end (exclusive)")
+    ] = None,
+) -> dict[str, Any]:
+    """Provider-reported cost and tokens (imported reports) against the metered events (the
+    spend rollup), per provider, UTC day and model, over the whole UTC days overlapping
+    ``[from, to)``; ``totals`` per provider. Without ``provider``: every provider with
+    imported reports.
+
+    With provider tokens and metered tokens each side's input plus output tokens (cache and
+    reasoning tokens are inside those totals):
+
+    - ``cost_coverage_pct`` = metered_cost_usd / provider_cost_usd * 100
+    - ``token_coverage_pct`` = metered tokens / provider tokens * 100
+    - ``cost_gap_usd`` = provider_cost_usd - metered_cost_usd (negative when more was
+      metered than billed); ``unmatched_provider_usd`` = max(cost_gap_usd, 0), the provider
+      spend no metered event accounts for
+    - ``provider_unmapped_usd``: provider cost of report rows the import mapping attributes
+      to no department, project or employee
+    - ``metered_unowned_usd``: metered cost of events with no department, project, client or
+      employee
+    - ``provider_usd_per_mtok`` = provider_cost_usd / provider tokens * 1e6;
+      ``metered_usd_per_mtok`` = metered_cost_usd / metered tokens * 1e6
+    - ``price_drift_pct`` = (provider_usd_per_mtok - metered_usd_per_mtok) /
+      metered_usd_per_mtok * 100: positive when the provider charged more per token than
+      P402 computed. The rates blend input and output tokens, so a different token mix on the
+      two sides shows as drift too.
+
+    Sums of money are exact decimal strings. Ratios are rounded half-even, percentages to
+    0.01 and rates to 0.000001 USD per million tokens (a picodollar per token), from unrounded
+    figures. A figure that cannot be computed (no provider report for the day and model, a
+    zero denominator) is null, never 0.
+    """
+    with engine.connect() as connection:
+        rows, totals = reconcile(
+            connection,
+            identity.tenant_id,
+            provider=provider,
+            from_ms=parse_time(from_, "from"),
+            to_ms=parse_time(to, "to"),
+        )
+    return {"data": rows, "totals": totals, "next_cursor": None}
