@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from litestar import Request, Response
+from litestar.config.app import AppConfig
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.plugins import InitPluginProtocol
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from p402.receiver.ingest import IngestError
 
-__all__ = ["ApiError", "exception_handlers"]
+__all__ = ["ApiError", "DocumentedErrors", "ErrorBody", "exception_handlers"]
 
 _CODES = {
     400: "bad_request",
@@ -69,3 +73,38 @@ exception_handlers = {
     IngestError: _ingest_error,
     HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
 }
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+
+
+class ErrorBody(TypedDict):
+    """The body of every error the API answers."""
+
+    error: ErrorDetail
+
+
+def _error_spec(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+class DocumentedErrors(InitPluginProtocol):
+    """Documents the errors of every route that needs a key in the one error shape: 400 (bad
+    parameters), 401 (no valid key), 403 (a key without the role), and 404 for routes with
+    path parameters (another tenant's id). A route's own ``responses`` take precedence."""
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        for handler in app_config.route_handlers:
+            if not isinstance(handler, HTTPRouteHandler) or "role" not in handler.opt:
+                continue
+            errors = {
+                400: _error_spec("Bad request: an invalid parameter or body"),
+                401: _error_spec("No valid API key"),
+                403: _error_spec("The key's role does not allow this route"),
+            }
+            if "{" in "".join(handler.paths):
+                errors[404] = _error_spec("Not found (or another tenant's)")
+            handler.responses = {**errors, **(handler.responses or {})}
+        return app_config

@@ -1,23 +1,60 @@
-"""Spend rollups: per tenant, UTC day, owners, provider and model.
+"""Spend rollups: per tenant, UTC day (or hour), owners, provider and model.
 
-Every ingest transaction folds exactly the rows it wrote (selected by their ``batch``) into
-the rollup with one ``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE``, and takes out
-the rows it replaced, so the rollup is exact under concurrent ingest and never needs a
-rebuild. Spend questions over whole days and rollup dimensions are answered from it.
+Three are kept (:data:`ROLLUP_TABLES`): ``spend_rollup`` per day by department, project,
+client, employee, provider and model; ``project_spend_rollup`` per day by the same but the
+employee (a few hundred rows a day where the first has thousands, for organisation-wide
+questions); and ``project_spend_rollup_hourly``, the same per hour, for the part-days at the
+ends of a range. Every ingest transaction folds exactly the rows it wrote (selected by their
+``batch``) into each with one ``INSERT … SELECT … GROUP BY … ON CONFLICT DO UPDATE``, and takes
+out the rows it replaced, so the rollups are exact under concurrent ingest and never need a
+rebuild. Spend questions over rollup dimensions are answered from the smallest rollups that
+hold them (:func:`p402.ledger.events.spend_groups`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 
-from p402.ledger.models import ROLLUP_DIMENSIONS
+from p402.ledger.models import PROJECT_ROLLUP_DIMENSIONS, ROLLUP_DIMENSIONS
 from p402.ledger.owners import BATCH_ROWS
 
-__all__ = ["DAY_MS", "add_batch", "add_events", "fold", "remove_events"]
+__all__ = [
+    "DAY_MS",
+    "HOUR_MS",
+    "ROLLUP_TABLES",
+    "Rollup",
+    "add_batch",
+    "add_events",
+    "fold",
+    "folds",
+    "remove_events",
+]
 
 DAY_MS: Final = 86_400_000
+HOUR_MS: Final = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """A rollup table: its time column (``day`` or ``hour`` since the epoch, UTC), how long
+    that period is, and its dimensions (a missing value is '')."""
+
+    table: str
+    period: str
+    period_ms: int
+    dimensions: tuple[str, ...]
+
+
+ROLLUP_TABLES: Final = (
+    Rollup("spend_rollup", "day", DAY_MS, ROLLUP_DIMENSIONS),
+    Rollup("project_spend_rollup", "day", DAY_MS, PROJECT_ROLLUP_DIMENSIONS),
+    Rollup("project_spend_rollup_hourly", "hour", HOUR_MS, PROJECT_ROLLUP_DIMENSIONS),
+)
+"""Every rollup the ingest keeps."""
+_BY_TABLE: Final = {rollup.table: rollup for rollup in ROLLUP_TABLES}
 _MEASURES: Final = ("cost_picos", "events", "input_tokens", "output_tokens", "unpriced_events")
 _SOURCE_COLUMNS: Final = {
     "department": "department",
@@ -27,30 +64,37 @@ _SOURCE_COLUMNS: Final = {
     "provider": "provider",
     "model": "model_used",
 }
-_KEY: Final = ", ".join(("tenant_id", "day", *ROLLUP_DIMENSIONS))
-_GROUPED: Final = ", ".join(
-    (
-        "tenant_id",
-        f"ts_ms / {DAY_MS}",
-        *(f"COALESCE({_SOURCE_COLUMNS[d]}, '')" for d in ROLLUP_DIMENSIONS),
-    )
-)
 _AGGREGATES: Final = (
     "COALESCE(SUM(cost_picos), 0), COUNT(*), COALESCE(SUM(input_tokens), 0), "
     "COALESCE(SUM(output_tokens), 0), COUNT(*) - COUNT(cost_picos)"
 )
 
 
-def fold(rows: str, sign: str = "+") -> str:
+def fold(rows: str, sign: str = "+", table: str = "spend_rollup") -> str:
     """The statement that adds (``sign`` ``+``) or takes out (``-``) ``rows`` (a relation of
-    economic events, e.g. a CTE of freshly inserted ones) to or from the rollup."""
-    updates = ", ".join(f"{m} = spend_rollup.{m} {sign} excluded.{m}" for m in _MEASURES)
-    return (
-        f"INSERT INTO spend_rollup ({_KEY}, {', '.join(_MEASURES)}) "
-        f"SELECT {_GROUPED}, {_AGGREGATES} FROM {rows} "
-        f"GROUP BY {_GROUPED} "
-        f"ON CONFLICT ({_KEY}) DO UPDATE SET {updates}"
+    economic events, e.g. a CTE of freshly inserted ones) to or from the rollup ``table``."""
+    rollup = _BY_TABLE[table]
+    key = ", ".join(("tenant_id", rollup.period, *rollup.dimensions))
+    grouped = ", ".join(
+        (
+            "tenant_id",
+            f"ts_ms / {rollup.period_ms}",
+            *(f"COALESCE({_SOURCE_COLUMNS[d]}, '')" for d in rollup.dimensions),
+        )
     )
+    updates = ", ".join(f"{m} = {table}.{m} {sign} excluded.{m}" for m in _MEASURES)
+    return (
+        f"INSERT INTO {table} ({key}, {', '.join(_MEASURES)}) "
+        f"SELECT {grouped}, {_AGGREGATES} FROM {rows} "
+        f"GROUP BY {grouped} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+    )
+
+
+def folds(rows: str, sign: str = "+") -> tuple[str, ...]:
+    """The statements that add or take out ``rows`` to or from every rollup (see
+    :func:`fold`): all of them must run, in one transaction."""
+    return tuple(fold(rows, sign, rollup.table) for rollup in ROLLUP_TABLES)
 
 
 def _apply(
@@ -62,28 +106,32 @@ def _apply(
     expanding: tuple[str, ...] = (),
 ) -> None:
     rows = f"(SELECT * FROM economic_event WHERE tenant_id = :rollup_tenant AND ({where})) AS e"
-    statement = text(fold(rows, sign))
-    if expanding:
-        statement = statement.bindparams(*(bindparam(name, expanding=True) for name in expanding))
-    connection.execute(statement, {**params, "rollup_tenant": tenant_id})
+    for fold_statement in folds(rows, sign):
+        statement = text(fold_statement)
+        if expanding:
+            statement = statement.bindparams(
+                *(bindparam(name, expanding=True) for name in expanding)
+            )
+        connection.execute(statement, {**params, "rollup_tenant": tenant_id})
 
 
-_ADD_BATCH: Final = text(fold(BATCH_ROWS))
+_ADD_BATCH: Final[tuple[TextClause, ...]] = tuple(text(f) for f in folds(BATCH_ROWS))
 
 
 def add_batch(connection: Connection, batch: str) -> None:
-    """Add the rows one ingest transaction wrote to the rollup.
+    """Add the rows one ingest transaction wrote to the rollups.
 
     (:data:`p402.ledger.owners.BATCH_ROWS`: selected by the batch index.)
     """
-    connection.execute(_ADD_BATCH, {"batch": batch})
+    for statement in _ADD_BATCH:
+        connection.execute(statement, {"batch": batch})
 
 
 def add_events(connection: Connection, tenant_id: int, seqs: list[int]) -> None:
-    """Add these rows (by ``seq``) to the rollup, after they changed."""
+    """Add these rows (by ``seq``) to the rollups, after they changed."""
     _apply("+", connection, tenant_id, "seq IN :seqs", {"seqs": seqs}, ("seqs",))
 
 
 def remove_events(connection: Connection, tenant_id: int, seqs: list[int]) -> None:
-    """Take these rows (by ``seq``) out of the rollup, before they change or go."""
+    """Take these rows (by ``seq``) out of the rollups, before they change or go."""
     _apply("-", connection, tenant_id, "seq IN :seqs", {"seqs": seqs}, ("seqs",))

@@ -1,4 +1,5 @@
-"""``GET /v1/spend``: cost, events and tokens grouped by any owner dimensions and more."""
+"""``GET /v1/spend``: cost, events and tokens grouped by any owner dimensions and more;
+``GET /v1/spend/timeseries``: the same per hour, day, week or month."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
+from p402.ledger.clock import now_ms
 from p402.ledger.events import GROUP_BY_DIMENSIONS, spend
+from p402.ledger.timeseries import Interval, InvalidTimeseries, spend_timeseries
 
-__all__ = ["get_spend"]
+__all__ = ["GroupBy", "dimensions", "get_spend", "get_spend_timeseries"]
+
+GroupBy = Annotated[
+    str | None,
+    Parameter(required=False, description="comma-separated dimensions, e.g. department,model"),
+]
 
 
-def _dimensions(group_by: str | None) -> list[str]:
+def dimensions(group_by: str | None) -> list[str]:
+    """The dimensions named by a ``group_by`` parameter, each once; 400 for an unknown one."""
     names = [name.strip() for name in (group_by or "").split(",") if name.strip()]
     unknown = [name for name in names if name not in GROUP_BY_DIMENSIONS]
     if unknown:
@@ -32,13 +41,33 @@ def get_spend(
     engine: LedgerEngine,
     identity: CallerIdentity,
     event_filter: QueryFilter,
-    group_by: Annotated[
-        str | None,
-        Parameter(required=False, description="comma-separated dimensions, e.g. department,model"),
-    ] = None,
+    group_by: GroupBy = None,
 ) -> dict[str, Any]:
     """Totals per group: ``cost_usd`` (decimal string), ``events``, input and output tokens."""
-    dimensions = _dimensions(group_by)
+    names = dimensions(group_by)
     with engine.connect() as connection:
-        rows, total = spend(connection, identity.tenant_id, event_filter, dimensions)
+        rows, total = spend(connection, identity.tenant_id, event_filter, names)
     return {"data": rows, "total": total, "next_cursor": None}
+
+
+@get("/v1/spend/timeseries", opt={"role": "read"}, tags=["spend"], sync_to_thread=True)
+def get_spend_timeseries(
+    engine: LedgerEngine,
+    identity: CallerIdentity,
+    event_filter: QueryFilter,
+    interval: Annotated[
+        Interval, Parameter(description="bucket length: hour, day, ISO week or month (UTC)")
+    ] = Interval.DAY,
+    group_by: GroupBy = None,
+) -> dict[str, Any]:
+    """Spend per bucket over ``[from, to)`` (default: the last 24 hours, 30 days, 12 weeks or
+    365 days up to now), every bucket present, empty ones at zero; each bucket's ``groups``
+    when ``group_by`` is given; the range's ``total``. At most 1000 buckets."""
+    names = dimensions(group_by)
+    with engine.connect() as connection:
+        try:
+            return spend_timeseries(
+                connection, identity.tenant_id, event_filter, names, interval, now_ms=now_ms()
+            )
+        except InvalidTimeseries as error:
+            raise ApiError(400, "invalid_parameter", str(error)) from None
