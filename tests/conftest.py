@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,17 @@ from sqlalchemy import Engine, text
 
 from p402.instrumentation.testing import StandInProvider
 from p402.ledger.database import connect, migrate
+
+_RECURSION_LIMIT = sys.getrecursionlimit()
+
+
+@pytest.fixture(autouse=True)
+def _default_recursion_limit() -> None:
+    """Every test starts with the interpreter's recursion limit. Hypothesis may leave it
+    raised (100,000) after its tests; decoding deeply nested input in C under such a limit
+    overflows the C stack instead of raising ``RecursionError`` as it does in a server."""
+    sys.setrecursionlimit(_RECURSION_LIMIT)
+
 
 POSTGRES_SERVER = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

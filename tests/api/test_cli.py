@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from p402.ledger.database import connect
@@ -61,13 +63,35 @@ def test_keys_create_refuses_an_unknown_role(database_url):
     assert "'owner' is not one of 'ingest', 'read', 'admin'" in result.stderr
 
 
-def test_demo_once_prints_a_spend_table_and_exits_zero(tmp_path):
-    result = _run("demo", "--once", "--port", "0", env={"HOME": str(tmp_path)}, timeout=180)
+def test_demo_once_tells_acme_corps_month_and_exits_zero(tmp_path):
+    result = _run("demo", "--once", "--port", "0", env={"HOME": str(tmp_path)}, timeout=300)
     assert result.returncode == 0, result.stderr
-    for department in ("Engineering", "Marketing", "Legal", "Finance"):
-        assert department in result.stdout
-    assert "total" in result.stdout
-    assert "0.005331" in result.stdout  # ten calls at 0.0005331 USD, summed exactly
+    out, err = result.stdout, result.stderr
+    # spend by department, and a total that is their exact sum
+    department_table = out[: out.index("total:")]
+    rows = dict(
+        re.findall(
+            r"│ (Engineering|Marketing|Legal|Finance) +│ +\d+ │ +([\d.]+) │", department_table
+        )
+    )
+    assert set(rows) == {"Engineering", "Marketing", "Legal", "Finance"}
+    total = re.search(r"total: ([\d.]+) USD", out)
+    assert total is not None
+    assert sum(map(Decimal, rows.values())) == Decimal(total.group(1))
+    # live traffic through the real SDKs: one downgrade, two refusals with HTTP 402
+    assert "claude-opus-4-1 (above its ceiling): answered by claude-sonnet-4-5" in " ".join(
+        err.split()
+    )
+    assert len(re.findall(r"refused with HTTP\s+402", err)) == 2
+    assert out.count("downgraded") >= 1 and out.count("blocked") >= 2
+    # alerts past 80 % and 90 % of Marketing's cap, Bob's session in the anomaly queue
+    assert re.search(r"department +│ Marketing +│ 80 ", out)
+    assert re.search(r"department +│ Marketing +│ 90 ", out)
+    assert "bob-incident-review" in out
+    # a receipt anchored on the embedded chain, every verification check passed
+    for check in ("receipt_hash", "audit_path", "status", "submitter", "root_on_chain"):
+        assert f"verify: {check}: ok" in err
+    assert "#key=" in err
 
 
 def test_migrate_brings_an_empty_database_to_the_latest_migration(database_url):

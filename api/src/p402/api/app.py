@@ -14,12 +14,35 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy import Engine
 
 from p402.api.auth import provide_identity
-from p402.api.errors import exception_handlers
+from p402.api.errors import DocumentedErrors, exception_handlers
+from p402.api.routes.alerts import get_alerts
+from p402.api.routes.anomalies import get_anomalies, post_anomaly_review
+from p402.api.routes.budgets import get_budgets, get_projections, put_budget
+from p402.api.routes.dashboard import dashboard_assets, dashboard_page
+from p402.api.routes.drift import get_drift
 from p402.api.routes.events import get_event_by_id, get_events, post_events
+from p402.api.routes.exports import get_export
 from p402.api.routes.filters import provide_event_filter
 from p402.api.routes.health import healthz
+from p402.api.routes.imports import get_import_mappings, post_import, put_import_mappings
 from p402.api.routes.ingest import export_traces
-from p402.api.routes.spend import get_spend
+from p402.api.routes.keys import delete_key, get_keys, post_key
+from p402.api.routes.observations import get_observations
+from p402.api.routes.outcomes import post_outcomes
+from p402.api.routes.policies import (
+    get_policies,
+    get_policy_snapshot,
+    post_authorize,
+    put_policy,
+)
+from p402.api.routes.receipts import get_receipt_by_id, get_receipt_proof, get_receipts
+from p402.api.routes.reconciliation import get_reconciliation
+from p402.api.routes.settings import get_settings, put_settings
+from p402.api.routes.settlements import get_settlements, post_session_close
+from p402.api.routes.spend import get_spend, get_spend_timeseries
+from p402.api.routes.tenant import delete_tenant
+from p402.api.routes.webhooks import get_webhooks, put_webhooks
+from p402.api.scheduler import scheduler_lifespans
 from p402.instrumentation.version import __version__
 from p402.ledger.database import connect, migrate
 
@@ -32,8 +55,17 @@ async def _run_sync(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     return await anyio.to_thread.run_sync(partial(func, *args, **kwargs))
 
 
-def create_app(engine: Engine | None = None, *, database_url: str | None = None) -> Litestar:
-    """The P402 app on ``engine`` (default: ``P402_DATABASE_URL``), schema prepared."""
+def create_app(
+    engine: Engine | None = None,
+    *,
+    database_url: str | None = None,
+    scheduler: bool | None = None,
+) -> Litestar:
+    """The P402 app on ``engine`` (default: ``P402_DATABASE_URL``), schema prepared.
+
+    The scheduler runs with the app unless ``scheduler`` is false (default: unless
+    ``P402_SCHEDULER=off``).
+    """
     engine = engine or connect(database_url)
     migrate(engine)
 
@@ -43,15 +75,50 @@ def create_app(engine: Engine | None = None, *, database_url: str | None = None)
     app = Litestar(
         route_handlers=[
             healthz,
+            dashboard_page,
+            dashboard_assets,
             export_traces,
             get_events,
             get_event_by_id,
             post_events,
             get_spend,
+            # spend over time, drift and settings
+            get_spend_timeseries,
+            get_drift,
+            get_settings,
+            put_settings,
             # budgets and policies
+            get_budgets,
+            put_budget,
+            get_projections,
+            get_policies,
+            put_policy,
+            get_policy_snapshot,
+            post_authorize,
             # scheduler signals
+            get_alerts,
+            get_anomalies,
+            post_anomaly_review,
+            post_outcomes,
+            get_observations,
+            get_webhooks,
+            put_webhooks,
             # settlement
+            get_receipts,
+            get_receipt_by_id,
+            get_receipt_proof,
+            post_session_close,
+            get_settlements,
             # exports, imports and keys
+            get_export,
+            post_import,
+            get_import_mappings,
+            put_import_mappings,
+            get_reconciliation,
+            post_key,
+            get_keys,
+            delete_key,
+            delete_tenant,
         ],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
@@ -59,9 +126,13 @@ def create_app(engine: Engine | None = None, *, database_url: str | None = None)
             "event_filter": Provide(provide_event_filter, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        plugins=[DocumentedErrors()],
+        lifespan=scheduler_lifespans(engine, scheduler),
         # Configure only the app's own logger: the host process keeps its logging as it is.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
-        openapi_config=OpenAPIConfig(title="P402", version=__version__, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="P402", version=__version__, path="/schema", use_handler_docstrings=True
+        ),
     )
     app.state.engine = engine
     app.state.run_sync = _run_sync

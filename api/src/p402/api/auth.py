@@ -8,11 +8,10 @@ from litestar.datastructures import State
 
 from p402.api.dependencies import LedgerEngine
 from p402.api.errors import ApiError
+from p402.instrumentation.vocabulary import API_KEY_HEADER
 from p402.ledger.keys import Identity, Role, resolve_key
 
-__all__ = ["API_KEY_HEADER", "provide_identity"]
-
-API_KEY_HEADER = "x-p402-api-key"
+__all__ = ["provide_identity"]
 
 
 def _presented_key(request: Request[object, object, State]) -> str | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TextIO
 
 import click
 
+from p402.api.cli_data import export_command, import_command, tenant
 from p402.ledger.keys import Role
 
 __all__ = ["main"]
@@ -89,6 +91,49 @@ def demo(once: bool, port: int) -> None:
     from p402.api.demo import run_demo
 
     sys.exit(run_demo(once=once, port=port))
+
+
+@main.command()
+@click.argument("bundle", type=click.File("r"))
+@click.option(
+    "--rpc-url",
+    envvar="P402_CHAIN_RPC_URL",
+    required=True,
+    help="A JSON-RPC URL of the chain the receipt is anchored on (or P402_CHAIN_RPC_URL).",
+)
+@click.option(
+    "--confirmations",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default="1: Tempo's finality is deterministic",
+    help="Blocks, the anchor's included, needed for the anchor to count as final.",
+)
+@click.option(
+    "--require-finalized",
+    is_flag=True,
+    help="Also require the node's 'finalized' block to cover the anchor's block.",
+)
+def verify(bundle: TextIO, rpc_url: str, confirmations: int, require_finalized: bool) -> None:
+    """Verify a receipt's proof bundle (GET /v1/receipts/{id}/proof; '-' reads standard input)
+    against the chain alone: receipt hash, Merkle audit path, anchor transaction, submitter,
+    root on chain, block and finality. Exits 1 naming the failed check (2: not a bundle,
+    3: node unreachable)."""
+    from p402.settlement.verify import verify_command
+
+    sys.exit(
+        verify_command(
+            bundle.read(),
+            rpc_url,
+            confirmations=confirmations,
+            require_finalized_tag=require_finalized,
+            out=click.echo,
+            err=_say,
+        )
+    )
+
+
+for _command in (export_command, import_command, tenant):
+    main.add_command(_command)
 
 
 def _redact(url: str) -> str:

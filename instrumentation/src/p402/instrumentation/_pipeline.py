@@ -29,10 +29,10 @@ from p402.instrumentation._otlp import encode_request, encode_span
 from p402.instrumentation._spool import SpoolingSpanExporter
 from p402.instrumentation.config import P402Config, default_spool_dir
 from p402.instrumentation.version import __version__
+from p402.instrumentation.vocabulary import API_KEY_HEADER
 
-__all__ = ["API_KEY_HEADER", "EventSink", "OtlpSink", "TracerSink", "build_otlp_sink"]
+__all__ = ["EventSink", "OtlpSink", "TracerSink", "build_otlp_sink"]
 
-API_KEY_HEADER = "x-p402-api-key"
 SCOPE = ("p402.instrumentation", __version__)
 
 

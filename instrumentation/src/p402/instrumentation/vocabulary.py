@@ -73,6 +73,11 @@ P402_CONTENT_FINGERPRINT_OUTPUT: Final = "p402.content.fingerprint.output"
 P402_ATTEMPT: Final = "p402.attempt"
 P402_EVENT_SIGNATURE: Final = "p402.event.signature"
 
+API_KEY_HEADER: Final = "x-p402-api-key"
+"""The HTTP header that carries a P402 API key (``Authorization: Bearer`` works too)."""
+TOTAL_EVENTS_HEADER: Final = "x-p402-total-events"
+"""The header of ``GET /v1/export`` answers: how many events the export holds."""
+
 OWNER_DIMENSIONS: Final = (
     "department",
     "project",
@@ -131,6 +136,16 @@ class PolicyResult(StrEnum):
     FLAGGED = "flagged"
 
 
+class Outcome(StrEnum):
+    """What became of a call's (or a session's) work, as the application reports it."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REVISED = "revised"
+    ESCALATED = "escalated"
+    FAILED = "failed"
+
+
 class PrivacyMode(StrEnum):
     """How much of an exchange's content may leave the process, from least to most."""
 
@@ -163,3 +178,59 @@ class ApiFormat(StrEnum):
     OPENAI = "openai"
     ANTHROPIC = "anthropic"
     GEMINI = "gemini"
+
+
+# --- budgets and policies -----------------------------------------------------------------
+
+
+class BudgetScope(StrEnum):
+    """What a budget caps: the whole organisation, or one department, project, employee or
+    session (named by the budget's ``name``)."""
+
+    ORGANIZATION = "organization"
+    DEPARTMENT = "department"
+    PROJECT = "project"
+    EMPLOYEE = "employee"
+    SESSION = "session"
+
+
+class BudgetPeriod(StrEnum):
+    """The UTC calendar period a budget's cap applies to: month, ISO week (from Monday), day."""
+
+    MONTH = "month"
+    WEEK = "week"
+    DAY = "day"
+
+
+class CapAction(StrEnum):
+    """What happens to a call that would take a budget past its cap."""
+
+    BLOCK = "block"
+    DOWNGRADE = "downgrade"
+    NOTIFY = "notify"
+
+
+class BudgetStatus(StrEnum):
+    """Where a budget stands in its period: ``warning`` from 80 % of the cap, ``exceeded``
+    from 100 %, ``projected_over`` when the end-of-period projection passes the cap."""
+
+    OK = "ok"
+    WARNING = "warning"
+    PROJECTED_OVER = "projected_over"
+    EXCEEDED = "exceeded"
+
+
+class RoutingPreference(StrEnum):
+    """A department policy's routing preference."""
+
+    QUALITY_FIRST = "quality-first"
+    COST_FIRST = "cost-first"
+    COMPLIANCE_AWARE = "compliance-aware"
+
+
+class PolicyDecision(StrEnum):
+    """The pre-call decision: send the call as asked, with another model, or not at all."""
+
+    ALLOW = "allow"
+    DOWNGRADE = "downgrade"
+    BLOCK = "block"

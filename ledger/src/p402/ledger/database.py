@@ -22,6 +22,7 @@ __all__ = [
     "connect",
     "database_url",
     "migrate",
+    "refresh_statistics",
 ]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///./p402.db"
@@ -71,3 +72,23 @@ def migrate(engine: Engine) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         command.upgrade(alembic_config(connection), "head")
+
+
+def refresh_statistics(engine: Engine, now_ms: int | None = None) -> None:
+    """Refresh the query planner's statistics of the ledger's tables.
+
+    Without them a young or fast-growing ledger is planned as if it were empty: SQLite picks
+    the time index for a session's events and scans the tenant; PostgreSQL does the same
+    before autovacuum first analyses a table. SQLite samples at most
+    :data:`_SQLITE_ANALYSIS_LIMIT` rows per index, PostgreSQL its default sample, so this stays
+    cheap on a large ledger. (``now_ms`` is unused: the scheduler passes it to every job.)
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql(f"PRAGMA analysis_limit={_SQLITE_ANALYSIS_LIMIT}")
+            connection.exec_driver_sql("ANALYZE")
+        else:
+            connection.exec_driver_sql("ANALYZE")
+
+
+_SQLITE_ANALYSIS_LIMIT: Final = 1000

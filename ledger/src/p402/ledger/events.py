@@ -13,36 +13,56 @@ import hashlib
 import operator
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 
-from sqlalchemy import Connection, Engine, RowMapping, Select, and_, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    Table,
+    and_,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+from sqlmodel import SQLModel
 
 from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
-from p402.ledger import owners, rollups
+from p402.ledger import holds, owners, rollups
 from p402.ledger.clock import now_ms, to_iso
-from p402.ledger.models import ROLLUP_DIMENSIONS, EconomicEvent, SpendRollup
-from p402.ledger.rollups import DAY_MS
+from p402.ledger.models import EconomicEvent, SpendRollup
+from p402.ledger.rollups import HOUR_MS
 
 __all__ = [
     "EQUALITY_FILTERS",
     "EVENT_FIELDS",
     "GROUP_BY_DIMENSIONS",
+    "HOUR_MS",
+    "SPEND_MEASURES",
     "EventFilter",
     "EventRecord",
+    "GroupKey",
     "InvalidCursor",
+    "Measures",
     "Page",
+    "by_cost",
     "event_json",
     "get_event",
     "insert_events",
     "list_events",
+    "rollups_for",
     "spend",
+    "spend_groups",
+    "total_of",
 ]
 
 EVENTS = EconomicEvent.__table__  # type: ignore[attr-defined]
 ROLLUPS = SpendRollup.__table__  # type: ignore[attr-defined]
-_ROLLUP_NAMES: Final = frozenset(ROLLUP_DIMENSIONS)
 _S = TypeVar("_S", bound=Select[Any])
 
 
@@ -152,6 +172,7 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
             if inserted:
                 rollups.add_batch(connection, batch)
                 owners.register_batch(connection, batch)
+        holds.release_batch(connection, tenant_id, batch)
         return inserted
 
 
@@ -185,7 +206,7 @@ _PG_STAGING_TABLE: Final = (
     f"SELECT {', '.join(_COLUMNS)} FROM economic_event WITH NO DATA"
 )
 _PG_COPY: Final = f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN"
-_PG_FOLDS: Final = (rollups.fold("inserted"), *owners.statements("postgresql", "inserted"))
+_PG_FOLDS: Final = (*rollups.folds("inserted"), *owners.statements("postgresql", "inserted"))
 _PG_INSERT: Final = (
     f"WITH inserted AS (INSERT INTO economic_event ({', '.join(_COLUMNS)}) "
     f"SELECT {', '.join(_COLUMNS)} FROM {_STAGING} ON CONFLICT DO NOTHING RETURNING *), "
@@ -286,16 +307,20 @@ GROUP_BY_DIMENSIONS: Final = tuple(EQUALITY_FILTERS)
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """Which of a tenant's events a query covers: equal-to filters and a time range."""
+    """Which of a tenant's events a query covers: equal-to filters, filters that want a value
+    present (any value), and a time range."""
 
     equals: Mapping[str, str] = field(default_factory=dict)
     from_ms: int | None = None
     to_ms: int | None = None
+    present: frozenset[str] = frozenset()
 
     def apply(self, statement: _S, tenant_id: int) -> _S:
         conditions = [EVENTS.c.tenant_id == tenant_id]
         for name, value in self.equals.items():
             conditions.append(EVENTS.c[EQUALITY_FILTERS[name]] == value)
+        for name in self.present:
+            conditions.append(EVENTS.c[EQUALITY_FILTERS[name]].is_not(None))
         if self.from_ms is not None:
             conditions.append(EVENTS.c.ts_ms >= self.from_ms)
         if self.to_ms is not None:
@@ -367,42 +392,284 @@ def get_event(connection: Connection, tenant_id: int, event_id: str) -> dict[str
 
 # --- spend ---------------------------------------------------------------------------------
 
+SPEND_MEASURES: Final = ("cost_picos", "events", "input_tokens", "output_tokens", "unpriced_events")
 
-def _fits_rollup(event_filter: EventFilter, dimensions: list[str]) -> bool:
-    return (
-        set(dimensions) <= _ROLLUP_NAMES
-        and set(event_filter.equals) <= _ROLLUP_NAMES
-        and all(ms is None or ms % DAY_MS == 0 for ms in (event_filter.from_ms, event_filter.to_ms))
+GroupKey: TypeAlias = tuple[Any, ...]
+"""A group of a spend question: its bucket's start (epoch ms) when bucketed, then the values
+of its dimensions in the order asked (``None`` for a missing value)."""
+
+
+@dataclass(slots=True)
+class Measures:
+    """Spend figures of a set of events: cost in picodollars (unpriced events add none), how
+    many events and how many of them unpriced, input and output tokens."""
+
+    cost_picos: int = 0
+    events: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    unpriced_events: int = 0
+
+    @classmethod
+    def of(cls, values: Sequence[Any]) -> Measures:
+        """From the :data:`SPEND_MEASURES` columns of a row (SQL ``NULL`` sums are 0)."""
+        return cls(*(int(value or 0) for value in values))
+
+    def add(self, other: Measures, sign: int = 1) -> None:
+        """Add (``sign`` 1) or take out (``sign`` -1) ``other``'s figures."""
+        self.cost_picos += sign * other.cost_picos
+        self.events += sign * other.events
+        self.input_tokens += sign * other.input_tokens
+        self.output_tokens += sign * other.output_tokens
+        self.unpriced_events += sign * other.unpriced_events
+
+    @property
+    def priced_events(self) -> int:
+        return self.events - self.unpriced_events
+
+    def json(self) -> dict[str, Any]:
+        """As the API shows them: ``cost_usd`` a decimal string, then the counts."""
+        return {
+            "cost_usd": usd_str(from_picos(self.cost_picos)),
+            "events": self.events,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "unpriced_events": self.unpriced_events,
+        }
+
+
+def total_of(groups: Iterable[Measures]) -> Measures:
+    """The sum of ``groups``' figures."""
+    total = Measures()
+    for measures in groups:
+        total.add(measures)
+    return total
+
+
+class _Rung(NamedTuple):
+    """One rollup table of a ladder: its time column and that column's period."""
+
+    table: Table
+    period: str
+    period_ms: int
+
+
+_LADDERS: Final[tuple[tuple[frozenset[str], tuple[_Rung, ...]], ...]] = tuple(
+    (
+        frozenset(dimensions),
+        tuple(
+            _Rung(SQLModel.metadata.tables[r.table], r.period, r.period_ms)
+            for r in sorted(rollups.ROLLUP_TABLES, key=lambda r: -r.period_ms)
+            if r.dimensions == dimensions
+        ),
     )
+    for dimensions in sorted({r.dimensions for r in rollups.ROLLUP_TABLES}, key=len)
+)
+"""Per set of rollup dimensions (the smallest sets first), its rollup tables from the longest
+period to the shortest."""
 
 
-def _rollup_spend(
-    connection: Connection, tenant_id: int, event_filter: EventFilter, dimensions: list[str]
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    conditions = [ROLLUPS.c.tenant_id == tenant_id]
-    for name, value in event_filter.equals.items():
-        conditions.append(ROLLUPS.c[name] == value)
-    if event_filter.from_ms is not None:
-        conditions.append(ROLLUPS.c.day >= event_filter.from_ms // DAY_MS)
-    if event_filter.to_ms is not None:
-        conditions.append(ROLLUPS.c.day < event_filter.to_ms // DAY_MS)
-    columns = [func.nullif(ROLLUPS.c[name], "").label(name) for name in dimensions]
+def rollups_for(event_filter: EventFilter, dimensions: Iterable[str]) -> tuple[_Rung, ...]:
+    """The rollup tables (longest period first) of the smallest rollup that holds the
+    dimensions and filters of a question; none if none does. (Any time range is answerable:
+    see :func:`spend_groups`.)"""
+    needed = set(dimensions) | set(event_filter.equals) | event_filter.present
+    for names, ladder in _LADDERS:
+        if needed <= names:
+            return ladder
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A part of a time range to add (``sign`` 1) or take out (-1): whole periods of
+    ``period_ms`` from a rollup, or (``period_ms`` ``None``) the events themselves."""
+
+    sign: int
+    period_ms: int | None
+    from_ms: int | None
+    to_ms: int | None
+
+
+def _past_span(from_ms: int, to_ms: int, now: int) -> int:
+    """How much of ``[from_ms, to_ms)`` lies before ``now``: a guess of how many events it
+    holds (none are expected in the future)."""
+    return max(0, min(to_ms, now) - from_ms)
+
+
+def _align(
+    bound: int | None, period_ms: int, now: int, *, lower: bool
+) -> tuple[int | None, tuple[int, int, int] | None]:
+    """A bound moved to a period boundary, and the edge ``(sign, from, to)`` that makes up
+    for the move: whichever neighbouring boundary leaves the edge with fewer events."""
+    if bound is None or bound % period_ms == 0:
+        return bound, None
+    floor = bound - bound % period_ms
+    ceiling = floor + period_ms
+    if lower:  # [bound, …): start later and add [bound, ceiling), or earlier and take out
+        if _past_span(bound, ceiling, now) <= _past_span(floor, bound, now):
+            return ceiling, (1, bound, ceiling)
+        return floor, (-1, floor, bound)
+    if _past_span(floor, bound, now) <= _past_span(bound, ceiling, now):
+        return floor, (1, floor, bound)
+    return ceiling, (-1, bound, ceiling)
+
+
+def _plan(
+    sign: int, from_ms: int | None, to_ms: int | None, periods: Sequence[int], now: int
+) -> list[_Part]:
+    """Parts whose signed sum is exactly ``[from_ms, to_ms)``: whole periods of the longest
+    period, the edges left at either end in periods of the next one, and so on down to the
+    events."""
+    if not periods:
+        return [_Part(sign, None, from_ms, to_ms)]
+    period_ms, shorter = periods[0], periods[1:]
+    start, start_edge = _align(from_ms, period_ms, now, lower=True)
+    end, end_edge = _align(to_ms, period_ms, now, lower=False)
+    if start is not None and end is not None and start > end:  # shorter than a period here
+        return _plan(sign, from_ms, to_ms, shorter, now)
+    parts = [_Part(sign, period_ms, start, end)]
+    for edge in (start_edge, end_edge):
+        if edge is not None:
+            edge_sign, edge_from, edge_to = edge
+            parts.extend(_plan(sign * edge_sign, edge_from, edge_to, shorter, now))
+    return parts
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _collect(
+    groups: dict[GroupKey, Measures], rows: Iterable[Sequence[Any]], width: int, sign: int = 1
+) -> None:
+    """Add rows of ``width`` key columns then :data:`SPEND_MEASURES` to ``groups``."""
+    for row in rows:
+        key = tuple(_blank_is_none(value) for value in row[:width])
+        measures = groups.get(key)
+        if measures is None:
+            measures = groups[key] = Measures()
+        measures.add(Measures.of(row[width:]), sign)
+
+
+def _event_groups(
+    connection: Connection,
+    tenant_id: int,
+    event_filter: EventFilter,
+    dimensions: Sequence[str],
+    bucket_ms: int | None,
+    groups: dict[GroupKey, Measures],
+    sign: int = 1,
+) -> None:
+    keys: list[Any] = []
+    if bucket_ms is not None:
+        unit = literal_column(str(int(bucket_ms)), BigInteger())
+        keys.append(EVENTS.c.ts_ms // unit * unit)
+    keys.extend(EVENTS.c[EQUALITY_FILTERS[name]] for name in dimensions)
     measures = [
-        func.sum(ROLLUPS.c[name]).label(name)
-        for name in ("cost_picos", "events", "input_tokens", "output_tokens", "unpriced_events")
+        func.sum(EVENTS.c.cost_picos),
+        func.count(),
+        func.sum(EVENTS.c.input_tokens),
+        func.sum(EVENTS.c.output_tokens),
+        func.count().filter(EVENTS.c.cost_picos.is_(None)),
     ]
-    statement = select(*columns, *measures).where(and_(*conditions))
-    if columns:
-        statement = (
-            statement.group_by(*(ROLLUPS.c[name] for name in dimensions))
-            .having(func.sum(ROLLUPS.c.events) > 0)
-            .order_by(func.sum(ROLLUPS.c.cost_picos).desc())
-        )
-    rows = [_spend_row(row, dimensions) for row in connection.execute(statement).mappings()]
-    if not dimensions:
-        return rows, rows[0]
-    total_row = connection.execute(select(*measures).where(and_(*conditions))).mappings().one()
-    return rows, _spend_row(total_row, [])
+    statement = event_filter.apply(select(*keys, *measures), tenant_id)
+    if keys:
+        statement = statement.group_by(*keys)
+    _collect(groups, connection.execute(statement), len(keys), sign)
+
+
+def _rollup_groups(
+    connection: Connection,
+    rollup: _Rung,
+    tenant_id: int,
+    event_filter: EventFilter,
+    dimensions: Sequence[str],
+    bucket_ms: int | None,
+    groups: dict[GroupKey, Measures],
+    sign: int,
+) -> None:
+    table, period, period_ms = rollup
+    time = table.c[period]
+    conditions = [table.c.tenant_id == tenant_id]
+    for name, value in event_filter.equals.items():
+        conditions.append(table.c[name] == value)
+    for name in event_filter.present:
+        conditions.append(table.c[name] != "")
+    if event_filter.from_ms is not None:
+        conditions.append(time >= event_filter.from_ms // period_ms)
+    if event_filter.to_ms is not None:
+        conditions.append(time < event_filter.to_ms // period_ms)
+    keys: list[Any] = [time] if bucket_ms is not None else []
+    keys.extend(table.c[name] for name in dimensions)
+    statement = select(*keys, *(func.sum(table.c[name]) for name in SPEND_MEASURES)).where(
+        and_(*conditions)
+    )
+    if keys:
+        statement = statement.group_by(*keys)
+    rows: Iterable[Sequence[Any]] = connection.execute(statement)
+    if bucket_ms is not None:  # a period's start, then the start of its bucket
+        rows = ((row[0] * period_ms - row[0] * period_ms % bucket_ms, *row[1:]) for row in rows)
+    _collect(groups, rows, len(keys), sign)
+
+
+def spend_groups(
+    connection: Connection,
+    tenant_id: int,
+    event_filter: EventFilter,
+    dimensions: Sequence[str],
+    *,
+    bucket_ms: int | None = None,
+    from_rollups: bool = True,
+) -> dict[GroupKey, Measures]:
+    """The spend figures of every group of the tenant's matching events that has any.
+
+    Groups are the combinations of ``dimensions`` values (a missing or empty value is
+    ``None``), and with ``bucket_ms`` (:data:`HOUR_MS` or :data:`~p402.ledger.rollups.DAY_MS`)
+    also the UTC hour or day, whose start leads the key.
+
+    Questions whose dimensions and filters a rollup holds (department, project, client,
+    employee, provider, model) are answered from the smallest such rollup: its whole days,
+    the part-days at either end of the range from its hours where it has them, and only the
+    rest from the events (at each end, whichever side of the boundary holds fewer events is
+    read, and added or taken out). Others, or ``from_rollups=False``, are answered from the
+    events.
+    """
+    groups: dict[GroupKey, Measures] = {}
+    ladder = rollups_for(event_filter, dimensions) if from_rollups else ()
+    if bucket_ms is not None:  # only periods that fit in a bucket
+        ladder = tuple(rung for rung in ladder if bucket_ms % rung.period_ms == 0)
+    from_ms, to_ms = event_filter.from_ms, event_filter.to_ms
+    if not ladder or (from_ms is not None and to_ms is not None and from_ms >= to_ms):
+        _event_groups(connection, tenant_id, event_filter, dimensions, bucket_ms, groups)
+    else:
+        by_period = {rung.period_ms: rung for rung in ladder}
+        for part in _plan(1, from_ms, to_ms, list(by_period), now_ms()):
+            ranged = replace(event_filter, from_ms=part.from_ms, to_ms=part.to_ms)
+            if part.period_ms is None:
+                _event_groups(
+                    connection, tenant_id, ranged, dimensions, bucket_ms, groups, part.sign
+                )
+            else:
+                _rollup_groups(
+                    connection,
+                    by_period[part.period_ms],
+                    tenant_id,
+                    ranged,
+                    dimensions,
+                    bucket_ms,
+                    groups,
+                    part.sign,
+                )
+    return {key: measures for key, measures in groups.items() if measures.events}
+
+
+def by_cost(groups: Mapping[GroupKey, Measures]) -> list[tuple[GroupKey, Measures]]:
+    """The groups, most costly first (then most events, then by their values)."""
+    return sorted(
+        groups.items(),
+        key=lambda item: (-item[1].cost_picos, -item[1].events, tuple(map(str, item[0]))),
+    )
 
 
 def spend(
@@ -413,41 +680,20 @@ def spend(
     *,
     from_rollups: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Cost, event and token totals per combination of ``group_by`` values, plus the total.
+    """Cost, event and token totals per combination of ``group_by`` values, most costly
+    first, plus the total (see :func:`spend_groups`).
 
     Unpriced events count as events but add no cost; ``unpriced_events`` says how many.
-    Questions over whole UTC days and rollup dimensions (owners but workflow, feature,
-    customer and task type; provider; model) are answered from the rollup; others, or
-    ``from_rollups=False``, from the events themselves.
     """
     dimensions = list(group_by)
-    if from_rollups and _fits_rollup(event_filter, dimensions):
-        return _rollup_spend(connection, tenant_id, event_filter, dimensions)
-    columns = [EVENTS.c[EQUALITY_FILTERS[name]].label(name) for name in dimensions]
-    measures = [
-        func.sum(EVENTS.c.cost_picos).label("cost_picos"),
-        func.count().label("events"),
-        func.sum(EVENTS.c.input_tokens).label("input_tokens"),
-        func.sum(EVENTS.c.output_tokens).label("output_tokens"),
-        func.count().filter(EVENTS.c.cost_picos.is_(None)).label("unpriced_events"),
-    ]
-    statement = event_filter.apply(select(*columns, *measures), tenant_id)
-    if columns:
-        statement = statement.group_by(*columns).order_by(func.sum(EVENTS.c.cost_picos).desc())
-    rows = [_spend_row(row, dimensions) for row in connection.execute(statement).mappings()]
-    if not dimensions:
-        return rows, rows[0]
-    total = _spend_row(
-        connection.execute(event_filter.apply(select(*measures), tenant_id)).mappings().one(), []
+    groups = spend_groups(
+        connection, tenant_id, event_filter, dimensions, from_rollups=from_rollups
     )
+    total = total_of(groups.values()).json()
+    if not dimensions:
+        return [total], total
+    rows = [
+        {**dict(zip(dimensions, key, strict=True)), **measures.json()}
+        for key, measures in by_cost(groups)
+    ]
     return rows, total
-
-
-def _spend_row(row: RowMapping, dimensions: list[str]) -> dict[str, Any]:
-    shown: dict[str, Any] = {name: row[name] for name in dimensions}
-    shown["cost_usd"] = usd_str(from_picos(int(row["cost_picos"] or 0)))
-    shown["events"] = int(row["events"] or 0)
-    shown["input_tokens"] = int(row["input_tokens"] or 0)
-    shown["output_tokens"] = int(row["output_tokens"] or 0)
-    shown["unpriced_events"] = int(row["unpriced_events"] or 0)
-    return shown

@@ -10,14 +10,14 @@ from p402.api.errors import ApiError
 from p402.ledger.clock import from_iso
 from p402.ledger.events import EventFilter
 
-__all__ = ["MAX_LIMIT", "provide_event_filter"]
+__all__ = ["MAX_LIMIT", "parse_time", "provide_event_filter"]
 
 MAX_LIMIT = 1000
 
 _Text = Annotated[str | None, Parameter(required=False)]
 
 
-def _time(value: str | None, name: str) -> int | None:
+def parse_time(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     try:
@@ -79,6 +79,6 @@ def provide_event_filter(
     }
     return EventFilter(
         equals={name: value for name, value in given.items() if value is not None},
-        from_ms=_time(from_, "from"),
-        to_ms=_time(to, "to"),
+        from_ms=parse_time(from_, "from"),
+        to_ms=parse_time(to, "to"),
     )
