@@ -70,11 +70,8 @@ import importlib.metadata
 import io
 import pstats
 import random
-import secrets
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -82,17 +79,17 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
 
+from _ledgers import server_version, throwaway_postgres, throwaway_sqlite
 from google.protobuf.internal import api_implementation
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.trace import SpanKind
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, text
 
 from p402.instrumentation.ids import new_event_id
 from p402.instrumentation.pricing import price_version
 from p402.instrumentation.vocabulary import PrivacyMode
-from p402.ledger.database import connect, migrate
 from p402.ledger.events import insert_events
 from p402.ledger.keys import Role, create_key
 from p402.receiver import otlp
@@ -222,40 +219,14 @@ class Backend:
 
 @contextmanager
 def sqlite_backend() -> Iterator[Backend]:
-    with tempfile.TemporaryDirectory(prefix="p402-ingest-bench-") as directory:
-        engine = connect(f"sqlite:///{directory}/ledger.db")
-        try:
-            migrate(engine)
-            yield Backend("SQLite", engine)
-        finally:
-            engine.dispose()
+    with throwaway_sqlite("p402-ingest-bench-") as engine:
+        yield Backend("SQLite", engine)
 
 
 @contextmanager
 def postgres_backend(admin_url: str) -> Iterator[Backend]:
-    """A throwaway database on the server of ``admin_url``, dropped at the end."""
-    name = f"p402_ingest_bench_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        engine = connect(make_url(admin_url).set(database=name).render_as_string(False))
-        try:
-            migrate(engine)
-            yield Backend("PostgreSQL", engine)
-        finally:
-            engine.dispose()
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
-def server_version(backend: Backend) -> str:
-    if backend.engine.dialect.name == "sqlite":
-        return f"SQLite {sqlite3.sqlite_version}"
-    with backend.engine.connect() as connection:
-        return "PostgreSQL " + str(connection.execute(text("SHOW server_version")).scalar())
+    with throwaway_postgres(admin_url, "p402_ingest_bench_") as engine:
+        yield Backend("PostgreSQL", engine)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -555,7 +526,7 @@ def main() -> None:
                 backends.append(stack.enter_context(postgres_backend(args.postgres_url)))
             except Exception as error:  # the server is optional: go on with SQLite
                 print(f"  PostgreSQL left out: {type(error).__name__}: {error}")
-        print("  " + ", ".join(server_version(backend) for backend in backends))
+        print("  " + ", ".join(server_version(backend.engine) for backend in backends))
         breakdown = None if args.no_breakdown else Breakdown()
         if args.warmup:
             warmup = None if breakdown is None else Breakdown()

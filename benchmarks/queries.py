@@ -42,11 +42,8 @@ prints the plan of every spend statement one call of the route ran.
 from __future__ import annotations
 
 import argparse
-import secrets
-import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,14 +52,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
+from _ledgers import server_version, throwaway_postgres, throwaway_sqlite
 from litestar.testing import TestClient
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Engine, event, text
 
 from p402.api import create_app
 from p402.instrumentation.money import from_picos, usd_str
 from p402.ledger import rollups
 from p402.ledger.clock import now_ms, to_iso
-from p402.ledger.database import connect, migrate
 from p402.ledger.keys import Role, create_key
 from p402.ledger.rollups import DAY_MS
 
@@ -271,40 +268,14 @@ class Backend:
 
 @contextmanager
 def sqlite_backend(directory: Path | None) -> Iterator[Backend]:
-    with tempfile.TemporaryDirectory(prefix="p402-query-bench-", dir=directory) as folder:
-        engine = connect(f"sqlite:///{folder}/ledger.db")
-        try:
-            migrate(engine)
-            yield Backend("SQLite", engine)
-        finally:
-            engine.dispose()
+    with throwaway_sqlite("p402-query-bench-", directory) as engine:
+        yield Backend("SQLite", engine)
 
 
 @contextmanager
 def postgres_backend(admin_url: str) -> Iterator[Backend]:
-    """A throwaway database on the server of ``admin_url``, dropped at the end."""
-    name = f"p402_query_bench_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        engine = connect(make_url(admin_url).set(database=name).render_as_string(False))
-        try:
-            migrate(engine)
-            yield Backend("PostgreSQL", engine)
-        finally:
-            engine.dispose()
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
-def server_version(engine: Engine) -> str:
-    if engine.dialect.name == "sqlite":
-        return f"SQLite {sqlite3.sqlite_version}"
-    with engine.connect() as connection:
-        return "PostgreSQL " + str(connection.execute(text("SHOW server_version")).scalar())
+    with throwaway_postgres(admin_url, "p402_query_bench_") as engine:
+        yield Backend("PostgreSQL", engine)
 
 
 # --------------------------------------------------------------------------- the queries
