@@ -61,7 +61,7 @@ _READ_ONLY: Final = frozenset(
     }
 )
 _SPECIAL: Final = frozenset({"id", "timestamp", "cost_usd", "cost_evidence", "outcome"})
-_OUTCOMES: Final = frozenset({"accepted", "rejected", "revised", "escalated", "failed"})
+_OUTCOMES: Final = frozenset(outcome.value for outcome in v.Outcome)
 
 
 class InvalidEvents(ValueError):
