@@ -11,3 +11,8 @@ each batch's root on a Tempo-compatible EVM chain.
 - :mod:`~p402.settlement.documents`: PDF and CSV renderings.
 - :mod:`~p402.settlement.jobs`: the two scheduled jobs.
 """
+
+from p402.settlement._recursion import recursion_limit_kept
+
+with recursion_limit_kept():
+    import web3  # noqa: F401  (first import of py_ecc, which raises the limit)

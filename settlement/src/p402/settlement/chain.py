@@ -50,6 +50,8 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
 from web3.types import TxParams, Wei
 
+from p402.settlement._recursion import recursion_limit_kept
+
 __all__ = [
     "ANCHOR_PREFIX",
     "METHOD_CALLDATA",
@@ -284,9 +286,10 @@ def rpc_web3(
 
 def embedded_chain(*, confirmations: int = 1) -> AnchorChain:
     """A fresh in-process EVM (py-evm) and its first funded account: ephemeral."""
-    from web3 import EthereumTesterProvider
+    with recursion_limit_kept():  # py-evm, imported by the provider, raises it
+        from web3 import EthereumTesterProvider
 
-    provider = EthereumTesterProvider()
+        provider = EthereumTesterProvider()
     tester = provider.ethereum_tester
     assert tester is not None
     key = tester.backend.account_keys[0]
