@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from p402.api.auth import provide_identity
 from p402.api.errors import DocumentedErrors, exception_handlers
+from p402.api.openapi_names import HandlerNames
 from p402.api.routes.alerts import get_alerts
 from p402.api.routes.anomalies import get_anomalies, post_anomaly_review
 from p402.api.routes.budgets import get_budgets, get_projections, put_budget
@@ -126,7 +127,7 @@ def create_app(
             "event_filter": Provide(provide_event_filter, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        plugins=[DocumentedErrors()],
+        plugins=[DocumentedErrors(), HandlerNames()],
         lifespan=scheduler_lifespans(engine, scheduler),
         # Configure only the app's own logger: the host process keeps its logging as it is.
         logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),

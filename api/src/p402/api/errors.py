@@ -61,6 +61,15 @@ def _ingest_error(
     return _body(error.status_code, error.code, str(error))
 
 
+def _undecodable_body(
+    request: Request[Any, Any, Any], error: UnicodeDecodeError | RecursionError
+) -> Response[dict[str, dict[str, str]]]:
+    # Litestar's JSON decoding (and the JSON readers of the ledger) let a body that is not
+    # UTF-8, or that nests too deeply to decode, through as these errors
+    problem = "nests too deeply" if isinstance(error, RecursionError) else f"is not UTF-8: {error}"
+    return _body(400, "bad_request", f"the body {problem}")
+
+
 def _internal_error(
     request: Request[Any, Any, Any], error: Exception
 ) -> Response[dict[str, dict[str, str]]]:
@@ -71,6 +80,8 @@ def _internal_error(
 exception_handlers = {
     HTTPException: _http_error,
     IngestError: _ingest_error,
+    UnicodeDecodeError: _undecodable_body,
+    RecursionError: _undecodable_body,
     HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
 }
 

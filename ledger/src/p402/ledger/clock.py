@@ -29,4 +29,8 @@ def from_iso(text: str) -> int:
         raise ValueError(f"not an ISO-8601 date or time: {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)  # to_iso must show it: within years 1 to 9999 in UTC
+    except OverflowError:
+        raise ValueError(f"out of range: {text!r}") from None
     return int(moment.timestamp() * 1000)

@@ -26,6 +26,7 @@ from p402.ledger.provider_reports import PROVIDERS, ReportedResult
 
 __all__ = [
     "ATTRIBUTED_DIMENSIONS",
+    "MAX_NAME_LENGTH",
     "Attribution",
     "ImportOutcome",
     "InvalidMapping",
@@ -39,6 +40,8 @@ IMPORTED = ImportedUsage.__table__  # type: ignore[attr-defined]
 MAPPINGS = ImportMapping.__table__  # type: ignore[attr-defined]
 
 ATTRIBUTED_DIMENSIONS: Final = ("department", "project", "employee")
+MAX_NAME_LENGTH: Final = 200
+"""The longest provider-side id or owner name a mapping rule keeps."""
 _ID_COLUMNS: Final = {field: f"provider_{field}" for field in IMPORT_SOURCE_FIELDS}
 _FIGURES: Final = (
     "kind",
@@ -83,6 +86,10 @@ class MappingRule:
             )
         if not self.value:
             raise InvalidMapping("value: must not be empty")
+        for name in ("value", *ATTRIBUTED_DIMENSIONS):
+            text = getattr(self, name)
+            if text is not None and len(text) > MAX_NAME_LENGTH:
+                raise InvalidMapping(f"{name}: at most {MAX_NAME_LENGTH} characters")
 
     def json(self) -> dict[str, str | None]:
         return {

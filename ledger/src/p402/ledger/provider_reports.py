@@ -39,9 +39,22 @@ from typing import Any, Final
 from p402.instrumentation.money import parse_usd, to_picos
 from p402.ledger.clock import from_iso
 
-__all__ = ["PROVIDERS", "InvalidReport", "ReportedResult", "read_report"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_UNIX_SECONDS",
+    "PROVIDERS",
+    "InvalidReport",
+    "ReportedResult",
+    "read_report",
+]
 
 PROVIDERS: Final = ("openai", "anthropic")
+MAX_COUNT: Final = 10**15
+"""More tokens or requests than one result can hold: a larger figure is an error."""
+MAX_PICOS: Final = 2**63 - 1
+"""The largest amount the ledger's 64-bit columns hold, in picodollars."""
+MAX_UNIX_SECONDS: Final = 253_402_300_799
+"""9999-12-31T23:59:59Z, the last moment the ledger can show."""
 
 
 class InvalidReport(ValueError):
@@ -89,8 +102,10 @@ def _count(result: Mapping[str, Any], *path: str) -> int | None:
         value = value.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Problem(f"{'.'.join(path)}: expected a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _Problem(
+            f"{'.'.join(path)}: expected a non-negative integer up to {MAX_COUNT}, got {value!r}"
+        )
     return value
 
 
@@ -99,12 +114,12 @@ def _sum(*counts: int | None) -> int | None:
     return sum(present) if present else None
 
 
-def _text(result: Mapping[str, Any], name: str) -> str | None:
+def _text(result: Mapping[str, Any], name: str, limit: int = 200) -> str | None:
     value = result.get(name)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise _Problem(f"{name}: expected a string, got {value!r}")
+    if not isinstance(value, str) or len(value) > limit:
+        raise _Problem(f"{name}: expected a string of at most {limit} characters, got {value!r}")
     return value
 
 
@@ -132,7 +147,10 @@ def _usd_picos(amount: object, currency: object, *, cents: bool) -> int:
         value = parse_usd(amount)
     except ValueError as error:
         raise _Problem(f"amount: {error}") from None
-    return to_picos(value / 100 if cents else value)
+    picos = to_picos(value / 100 if cents else value)
+    if abs(picos) > MAX_PICOS:
+        raise _Problem(f"amount: {amount!r} is out of range")
+    return picos
 
 
 # --- OpenAI --------------------------------------------------------------------------------
@@ -183,7 +201,7 @@ def _openai_result(start_ms: int, end_ms: int, result: Mapping[str, Any]) -> Rep
         amount = result.get("amount")
         if not isinstance(amount, Mapping):
             raise _Problem("amount: expected an object {value, currency}")
-        line_item = _text(result, "line_item")
+        line_item = _text(result, "line_item", 300)
         return ReportedResult(
             kind="cost",
             natural_key=_natural_key("cost", start_ms, end_ms, result, _OPENAI_COST_MEASURES),
@@ -201,7 +219,10 @@ def _openai_result(start_ms: int, end_ms: int, result: Mapping[str, Any]) -> Rep
 
 def _openai_bucket(bucket: Mapping[str, Any]) -> tuple[int, int, list[Any]]:
     start, end = bucket.get("start_time"), bucket.get("end_time")
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in (start, end)):
+    if not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= MAX_UNIX_SECONDS
+        for t in (start, end)
+    ):
         raise _Problem("start_time / end_time: expected Unix seconds")
     results = bucket.get("results", bucket.get("result"))
     if not isinstance(results, list):
@@ -253,7 +274,7 @@ def _anthropic_result(start_ms: int, end_ms: int, result: Mapping[str, Any]) -> 
             bucket_end_ms=end_ms,
             raw=_canonical(result),
             model=_text(result, "model"),
-            line_item=_text(result, "description"),
+            line_item=_text(result, "description", 300),
             workspace_id=_text(result, "workspace_id"),
             cost_picos=_usd_picos(result["amount"], result.get("currency"), cents=True),
         )

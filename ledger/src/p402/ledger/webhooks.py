@@ -110,8 +110,12 @@ def _spec(item: object) -> WebhookSpec:
     url = item.get("url")
     if not isinstance(url, str) or len(url) > 2000:
         raise InvalidWebhooks("url must be a string of at most 2000 characters")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in {"http", "https"} and bool(parts.hostname)
+    except ValueError:  # e.g. an unbalanced "[" of an IPv6 host
+        valid = False
+    if not valid:
         raise InvalidWebhooks(f"url must be an http:// or https:// URL, not {url!r}")
     secret = item.get("secret")
     if secret is not None and (

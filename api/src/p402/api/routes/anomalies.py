@@ -11,7 +11,9 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import TOO_LARGE, error_responses
 from p402.api.routes.filters import MAX_LIMIT
+from p402.api.routes.json_bodies import refuse_nul
 from p402.ledger.anomalies import AnomalyStatus, list_anomalies, review_anomaly
 from p402.ledger.clock import now_ms
 from p402.ledger.events import InvalidCursor
@@ -55,6 +57,7 @@ def get_anomalies(
     tags=["anomalies"],
     status_code=200,
     sync_to_thread=True,
+    responses=error_responses(TOO_LARGE),
 )
 def post_anomaly_review(
     engine: LedgerEngine,
@@ -66,6 +69,10 @@ def post_anomaly_review(
     404 for an unknown id, and for another tenant's."""
     if data.note is not None and len(data.note) > MAX_NOTE:
         raise ApiError(400, "invalid_review", f"note is longer than {MAX_NOTE} characters")
+    try:
+        refuse_nul(data.note)
+    except ValueError as error:
+        raise ApiError(400, "invalid_review", f"note: {error}") from None
     reviewed = review_anomaly(
         engine,
         identity.tenant_id,

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from litestar import Request, get, put
 from litestar.datastructures import State
@@ -13,12 +11,24 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import BUDGETS
 from p402.api.routes.filters import MAX_LIMIT
+from p402.api.routes.json_bodies import json_items
 from p402.instrumentation.money import from_picos, usd_str
 from p402.ledger import clock
 from p402.ledger.budgets import BudgetSpec, BudgetState, InvalidBudget, budget_states, put_budgets
 
-__all__ = ["budget_json", "get_budgets", "get_projections", "json_items", "put_budget"]
+__all__ = [
+    "MAX_CAP_PICOS",
+    "budget_json",
+    "get_budgets",
+    "get_projections",
+    "json_items",
+    "put_budget",
+]
+
+MAX_CAP_PICOS: Final = 2**63 - 1
+"""The largest cap the ledger's 64-bit column holds, in picodollars (about 9.2 million USD)."""
 
 
 def _usd(picos: int) -> str:
@@ -107,13 +117,11 @@ def get_projections(
     return {"data": [_projection_json(state) for state in states], "next_cursor": next_cursor}
 
 
-def json_items(body: bytes) -> list[Any]:
-    """A JSON object or list of objects (numbers as exact decimals)."""
-    try:
-        value = json.loads(body, parse_float=Decimal)
-    except ValueError as error:
-        raise ApiError(400, "bad_request", f"the body is not JSON: {error}") from None
-    return value if isinstance(value, list) else [value]
+def _budget_spec(item: object) -> BudgetSpec:
+    spec = BudgetSpec.from_json(item)
+    if spec.cap_picos > MAX_CAP_PICOS:
+        raise InvalidBudget(f"cap_usd: at most {_usd(MAX_CAP_PICOS)}")
+    return spec
 
 
 def _put_budget_list(engine: LedgerEngine, tenant_id: int, items: list[Any]) -> list[BudgetState]:
@@ -121,7 +129,7 @@ def _put_budget_list(engine: LedgerEngine, tenant_id: int, items: list[Any]) -> 
     specs = []
     for number, item in enumerate(items, start=1):
         try:
-            specs.append(BudgetSpec.from_json(item))
+            specs.append(_budget_spec(item))
         except InvalidBudget as error:
             where = f"budget {number}: " if len(items) > 1 else ""
             raise ApiError(400, "invalid_budget", f"{where}{error}") from None
@@ -131,7 +139,14 @@ def _put_budget_list(engine: LedgerEngine, tenant_id: int, items: list[Any]) -> 
         return [s for s in budget_states(connection, tenant_id, now) if s.budget_id in ids]
 
 
-@put("/v1/budgets", opt={"role": "admin"}, tags=["budgets"], status_code=200)
+@put(
+    "/v1/budgets",
+    opt={"role": "admin"},
+    tags=["budgets"],
+    status_code=200,
+    operation_class=BUDGETS.operation_class,
+    responses=BUDGETS.responses,
+)
 async def put_budget(
     request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
 ) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from litestar.params import FromPath, Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import METER_EVENTS
 from p402.api.routes.filters import MAX_LIMIT
 from p402.ledger.events import InvalidCursor, get_event, list_events
 from p402.receiver.ingest import MAX_BODY_BYTES
@@ -45,6 +46,8 @@ def get_events(
     tags=["events"],
     status_code=200,
     request_max_body_size=MAX_BODY_BYTES,
+    operation_class=METER_EVENTS.operation_class,
+    responses=METER_EVENTS.responses,
 )
 async def post_events(
     request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from litestar import Request, get, post, put
@@ -14,6 +12,8 @@ from litestar.params import FromPath, JSONBody
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import IMPORT_MAPPING, PROVIDER_REPORT
+from p402.api.routes.json_bodies import json_document, refuse_nul
 from p402.ledger.imports import (
     ImportOutcome,
     InvalidMapping,
@@ -35,6 +35,8 @@ MAX_REPORT_BYTES = 64 * 2**20
     tags=["imports"],
     status_code=200,
     request_max_body_size=MAX_REPORT_BYTES,
+    operation_class=PROVIDER_REPORT.operation_class,
+    responses=PROVIDER_REPORT.responses,
 )
 async def post_import(
     request: Request[object, object, State],
@@ -59,11 +61,7 @@ async def post_import(
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the report as application/json")
-    body = await request.body()
-    try:
-        document = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiError(400, "invalid_json", f"the body is not JSON: {error}") from None
+    document = json_document(await request.body(), code="invalid_json")
     try:
         results = read_report(provider, document)
     except InvalidReport as error:
@@ -98,7 +96,14 @@ def get_import_mappings(engine: LedgerEngine, identity: CallerIdentity) -> dict[
     return {"data": _rules_json(rules), "next_cursor": None}
 
 
-@put("/v1/imports/mappings", opt={"role": "admin"}, tags=["imports"], sync_to_thread=True)
+@put(
+    "/v1/imports/mappings",
+    opt={"role": "admin"},
+    tags=["imports"],
+    sync_to_thread=True,
+    operation_class=IMPORT_MAPPING.operation_class,
+    responses=IMPORT_MAPPING.responses,
+)
 def put_import_mappings(
     engine: LedgerEngine, identity: CallerIdentity, data: JSONBody[list[MappingRuleBody]]
 ) -> dict[str, Any]:
@@ -106,6 +111,10 @@ def put_import_mappings(
     imported result by it. For each owner dimension the most specific id that names one
     wins: ``api_key_id``, then ``user_id``, then ``project_id`` / ``workspace_id``.
     Answers the mapping and how many imported results changed owners (``reattributed``)."""
+    try:
+        refuse_nul([asdict(item) for item in data])
+    except ValueError as error:
+        raise ApiError(400, "invalid_mapping", str(error)) from None
     rules = [
         MappingRule(
             provider=item.provider,

@@ -6,6 +6,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
+from p402.api.openapi_bodies import OTLP_TRACES
 from p402.receiver.ingest import MAX_BODY_BYTES, PayloadTooLarge, ingest_traces
 
 __all__ = ["export_traces"]
@@ -18,6 +19,8 @@ __all__ = ["export_traces"]
     summary="OTLP/HTTP trace export",
     status_code=200,
     request_max_body_size=MAX_BODY_BYTES,
+    operation_class=OTLP_TRACES.operation_class,
+    responses=OTLP_TRACES.responses,
 )
 async def export_traces(
     request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity

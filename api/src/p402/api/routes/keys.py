@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import KEY
 from p402.api.routes.filters import MAX_LIMIT
 from p402.ledger.keys import (
     InvalidKeyCursor,
@@ -35,7 +36,15 @@ class KeyRequest:
     """The caller's own tenant (the default): an admin key manages its own tenant only."""
 
 
-@post("/v1/keys", opt={"role": "admin"}, tags=["keys"], status_code=201, sync_to_thread=True)
+@post(
+    "/v1/keys",
+    opt={"role": "admin"},
+    tags=["keys"],
+    status_code=201,
+    sync_to_thread=True,
+    operation_class=KEY.operation_class,
+    responses=KEY.responses,
+)
 def post_key(
     engine: LedgerEngine, identity: CallerIdentity, data: JSONBody[KeyRequest]
 ) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from litestar.datastructures import State
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import OUTCOMES
 from p402.ledger.clock import now_ms
 from p402.ledger.outcomes import (
     InvalidOutcomes,
@@ -26,6 +27,8 @@ __all__ = ["post_outcomes"]
     tags=["outcomes"],
     status_code=200,
     request_max_body_size=MAX_BODY_BYTES,
+    operation_class=OUTCOMES.operation_class,
+    responses=OUTCOMES.responses,
 )
 async def post_outcomes(
     request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity

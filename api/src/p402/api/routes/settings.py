@@ -11,6 +11,8 @@ from litestar.params import Body
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import SETTINGS
+from p402.api.routes.json_bodies import refuse_nul
 from p402.ledger.clock import now_ms
 from p402.ledger.keys import Role
 from p402.ledger.settings import (
@@ -40,6 +42,8 @@ def get_settings(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, An
     tags=["settings"],
     status_code=200,
     request_max_body_size=MAX_SETTINGS_BYTES,
+    operation_class=SETTINGS.operation_class,
+    responses=SETTINGS.responses,
 )
 async def put_settings(
     request: Request[object, object, State],
@@ -60,8 +64,9 @@ async def put_settings(
     setting, and then nothing is written. Answers the settings as they now are, with a
     rotated key and new webhook secrets shown this once."""
     try:
+        refuse_nul(data)
         update = read_settings_update(data)
-    except InvalidSettings as error:
+    except ValueError as error:  # InvalidSettings, or NUL
         raise ApiError(422, "invalid_settings", str(error)) from None
 
     def store() -> dict[str, Any]:

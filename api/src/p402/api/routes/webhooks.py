@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request, get, put
@@ -10,6 +9,8 @@ from litestar.datastructures import State
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import WEBHOOKS
+from p402.api.routes.json_bodies import json_document
 from p402.ledger.clock import now_ms
 from p402.ledger.webhooks import InvalidWebhooks, list_webhooks, read_webhook_specs, set_webhooks
 
@@ -23,7 +24,14 @@ def get_webhooks(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, An
         return {"data": list_webhooks(connection, identity.tenant_id), "next_cursor": None}
 
 
-@put("/v1/webhooks", opt={"role": "admin"}, tags=["webhooks"], status_code=200)
+@put(
+    "/v1/webhooks",
+    opt={"role": "admin"},
+    tags=["webhooks"],
+    status_code=200,
+    operation_class=WEBHOOKS.operation_class,
+    responses=WEBHOOKS.responses,
+)
 async def put_webhooks(
     request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
 ) -> dict[str, Any]:
@@ -34,10 +42,9 @@ async def put_webhooks(
     each webhook whose secret this call set, once.
     """
     try:
-        specs = read_webhook_specs(json.loads(await request.body()))
-    except ValueError as error:  # InvalidWebhooks, or not JSON
-        code = "invalid_webhooks" if isinstance(error, InvalidWebhooks) else "bad_request"
-        raise ApiError(400, code, str(error)) from None
+        specs = read_webhook_specs(json_document(await request.body()))
+    except InvalidWebhooks as error:
+        raise ApiError(400, "invalid_webhooks", str(error)) from None
 
     def store() -> list[dict[str, Any]]:
         with engine.begin() as connection:
