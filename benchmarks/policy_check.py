@@ -21,12 +21,17 @@ exchange for an OpenAI chat request (a ~1.5 kB body, as the openai SDK builds it
 ``strict``
     ``strict``: the same, decided by ``POST /v1/authorize`` on the server over loopback (a
     hold written in a transaction serialised per tenant), i.e. one reservation round trip.
+    As in a running application, each call's event reaches the server soon after the call
+    and releases its hold: the events of every :data:`RELEASE_EVERY` calls are posted in one
+    batch (``POST /v1/events``, untimed), so about as many holds are live as calls are in
+    flight. The same calls are then timed once more with no event ever arriving (every hold
+    stays until it expires, 1,000 of them by the end): the figure when events stop.
 
 The cached variants are interleaved in rounds with the baseline (the order rotates); each
 figure is over all timed calls of all rounds. Then the whole openai SDK call against a
 stand-in provider (another subprocess), ``off`` against ``cached, covered``, p50 of each.
 Targets: the cached decision adds <= 10 us at p50; a strict reservation round trip <= 2 ms at
-p99. PASS/MISS is informational; the script exits 0 either way.
+p99 (holds released by their events). PASS/MISS is informational; the script exits 0 either way.
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 TARGET_CACHED_P50_US = 10.0
 TARGET_STRICT_P99_MS = 2.0
+RELEASE_EVERY = 50
 PROMPT = "Summarise the attached supplier contract for the legal team. " * 25
 COVERED = {"department": "legal", "project": "phoenix", "employee": "alice"}
 NOT_COVERED = {"department": "sales", "employee": "bob"}
@@ -154,7 +161,7 @@ def _meter(mode: str, server: dict[str, str]) -> Any:
     if enforcer is not None and mode == "cached" and not enforcer.refresh():
         raise RuntimeError("could not fetch the policy snapshot")
     content = content_policy(config.privacy_mode, api_key=config.api_key)
-    return Meter(config, _NoSink(), content, Recorder(), enforcer)  # type: ignore[arg-type]
+    return Meter(config, _NoSink(), content, Recorder(), enforcer)
 
 
 def _request() -> Any:
@@ -173,9 +180,12 @@ def _request() -> Any:
     )
 
 
-def _time_begin(meter: Any, owners: dict[str, str], calls: int) -> list[int]:
+def _time_begin(
+    meter: Any, owners: dict[str, str], calls: int, after: Callable[[Any], None] | None = None
+) -> list[int]:
     """Per-call ns of ``meter.begin(request)``; each call's local reservation is settled
-    after it is timed (its event would settle it), so the budgets never fill up."""
+    after it is timed (its event would settle it), so the budgets never fill up; ``after``
+    sees each exchange, untimed."""
     from p402.instrumentation.owner import owner_values
 
     timings: list[int] = []
@@ -191,6 +201,8 @@ def _time_begin(meter: Any, owners: dict[str, str], calls: int) -> list[int]:
                 raise RuntimeError("the benchmark's call was not metered and allowed")
             if enforcer is not None:
                 enforcer.settle(exchange, None)
+            if after is not None:
+                after(exchange)
     return timings
 
 
@@ -218,11 +230,57 @@ def _measure_hot_path(server: dict[str, str], calls: int, rounds: int) -> dict[s
     return timings
 
 
-def _measure_strict(server: dict[str, str], calls: int) -> list[int]:
+class _EventPoster:
+    """Posts the events of the calls it is shown, :data:`RELEASE_EVERY` at a time (as the
+    exporter's batches arrive), releasing their holds on the server."""
+
+    def __init__(self, server: dict[str, str]) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        url = urlsplit(server["url"])
+        self._connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port)
+        self._headers = {"x-p402-api-key": server["ingest_key"], "content-type": "application/json"}
+        self._pending: list[dict[str, Any]] = []
+
+    def __call__(self, exchange: Any) -> None:
+        self._pending.append(
+            {
+                "id": exchange.event_id,
+                "timestamp": datetime.now(UTC).isoformat(),
+                "provider": "openai",
+                "model_used": "gpt-5-mini",
+                "input_tokens": 400,
+                "output_tokens": 300,
+                **COVERED,
+            }
+        )
+        if len(self._pending) >= RELEASE_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        body = json.dumps(self._pending).encode()
+        self._pending = []
+        self._connection.request("POST", "/v1/events", body, self._headers)
+        response = self._connection.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"POST /v1/events answered {response.status}: {response.read()!r}")
+        response.read()
+
+
+def _measure_strict(server: dict[str, str], calls: int) -> tuple[list[int], list[int]]:
+    """Round trips with holds released by their events, then with none released."""
     meter = _meter("strict", server)
+    events = _EventPoster(server)
     try:
-        _time_begin(meter, COVERED, 50)  # warm-up: connection, server caches
-        return _time_begin(meter, COVERED, calls)
+        _time_begin(meter, COVERED, 50, events)  # warm-up: connection, server caches
+        events.flush()
+        released = _time_begin(meter, COVERED, calls, events)
+        events.flush()
+        kept = _time_begin(meter, COVERED, calls)
+        return released, kept
     finally:
         meter.enforcer.stop()
 
@@ -301,11 +359,16 @@ def main() -> None:
         p99 = _percentile(timings, 0.99) / 1000
         added = p50 - base_p50
         print(f"{name:<22}{p50:>9.2f}{p99:>9.2f}{added:>+9.2f}{p50 / base_p50:>8.2f}")
-    strict_p50 = _percentile(strict, 0.5) / 1e6
-    strict_p99 = _percentile(strict, 0.99) / 1e6
-    print(f"\nstrict: POST /v1/authorize round trip, {len(strict)} calls (ms)")
-    print(f"{'p50':>9}{'p99':>9}{'x off p50':>12}")
-    print(f"{strict_p50:>9.3f}{strict_p99:>9.3f}{strict_p50 * 1000 / base_p50:>12.0f}")
+    strict_released, strict_kept = strict
+    strict_p99 = _percentile(strict_released, 0.99) / 1e6
+    print(f"\nstrict: POST /v1/authorize round trip, {len(strict_released)} calls each (ms)")
+    print(f"{'holds':<34}{'p50':>9}{'p90':>9}{'p99':>9}{'x off p50':>11}")
+    for label, timings in (
+        (f"released by events every {RELEASE_EVERY} calls", strict_released),
+        ("never released (all kept)", strict_kept),
+    ):
+        p50, p90, p99 = (_percentile(timings, f) / 1e6 for f in (0.5, 0.9, 0.99))
+        print(f"{label:<34}{p50:>9.3f}{p90:>9.3f}{p99:>9.3f}{p50 * 1000 / base_p50:>11.0f}")
     print("\nwhole openai SDK call against the stand-in, median of per-block p50 (us)")
     print(f"off {sdk['off']:.0f}   cached, covered {sdk['cached']:.0f}   "
           f"+{sdk['cached'] - sdk['off']:.0f} ({sdk['cached'] / sdk['off']:.3f}x)")  # fmt: skip
@@ -317,7 +380,7 @@ def main() -> None:
         f"{cached_added:.2f} us  {_verdict(cached_added <= TARGET_CACHED_P50_US)}"
     )
     print(
-        f"  strict round trip <= {TARGET_STRICT_P99_MS:.0f} ms at p99: "
+        f"  strict round trip <= {TARGET_STRICT_P99_MS:.0f} ms at p99 (holds released): "
         f"{strict_p99:.3f} ms  {_verdict(strict_p99 <= TARGET_STRICT_P99_MS)}"
     )
 

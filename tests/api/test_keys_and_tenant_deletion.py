@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import SQLModel
 
 from p402.ledger.keys import hash_key, resolve_key
@@ -75,6 +75,50 @@ def test_a_revoked_key_answers_401_at_once(client, keys, engine):
     assert again.json()["revoked_at"] == revoked.json()["revoked_at"]
     listed = {k["id"]: k for k in client.get("/v1/keys", headers=_admin(keys)).json()["data"]}
     assert listed[read_id]["revoked_at"] == revoked.json()["revoked_at"]
+
+
+def _authorize(client, key: str, event_id: str):
+    body = {"event_id": event_id, "model": "gpt-5", "provider": "openai", "max_cost_usd": "1"}
+    return client.post(
+        "/v1/authorize",
+        content=json.dumps(body),
+        headers={"x-p402-api-key": key, "content-type": "application/json"},
+    )
+
+
+def _holds(engine, event_id: str) -> int:
+    holds = SQLModel.metadata.tables["budget_hold"]
+    with engine.connect() as connection:
+        return connection.execute(
+            select(func.count()).select_from(holds).where(holds.c.event_id == event_id)
+        ).scalar_one()
+
+
+def test_a_key_revoked_by_another_server_cannot_reserve_from_its_next_authorisation(
+    client, keys, engine
+):
+    # POST /v1/authorize remembers the identity of a key it has seen; the key is then revoked
+    # in the ledger by another server (this process is not told), and is refused at once.
+    assert _authorize(client, keys["ingest"], "e1").status_code == 200
+    api_keys = SQLModel.metadata.tables["api_key"]
+    with engine.begin() as connection:
+        connection.execute(
+            update(api_keys)
+            .where(api_keys.c.key_hash == hash_key(keys["ingest"]))
+            .values(revoked_ms=1)
+        )
+    refused = _authorize(client, keys["ingest"], "e2")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+    assert (_holds(engine, "e1"), _holds(engine, "e2")) == (1, 0)
+    # A key revoked through the API is refused too, and so are a missing and a wrong key.
+    admin_id = resolve_key(engine, keys["admin"]).key_id
+    assert _authorize(client, keys["admin"], "e3").status_code == 200
+    assert client.delete(f"/v1/keys/{admin_id}", headers=_admin(keys)).status_code == 200
+    assert _authorize(client, keys["admin"], "e4").status_code == 401
+    assert _authorize(client, "p402_unknown", "e5").status_code == 401
+    missing = client.post("/v1/authorize", content=b"{}")
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert _holds(engine, "e4") == _holds(engine, "e5") == 0
 
 
 def test_another_tenants_key_cannot_be_revoked(client, keys, engine):
@@ -146,6 +190,7 @@ def test_deleting_a_tenant_leaves_no_row_of_it_and_the_other_tenant_intact(clien
     globex = resolve_key(engine, keys["globex_read"]).tenant_id
     _populate(client, keys, keys["ingest"], keys["admin"])
     _populate(client, keys, keys["globex_ingest"])
+    assert _authorize(client, keys["ingest"], "before-deletion").status_code == 200
     before_acme = _rows_per_table(engine, acme)
     before_globex = _rows_per_table(engine, globex)
     for table in (
@@ -154,6 +199,7 @@ def test_deleting_a_tenant_leaves_no_row_of_it_and_the_other_tenant_intact(clien
         "department",
         "session",
         "api_key",
+        "budget_hold",
         "imported_usage",
         "import_mapping",
         "tenant",
@@ -182,5 +228,6 @@ def test_deleting_a_tenant_leaves_no_row_of_it_and_the_other_tenant_intact(clien
     assert set(_rows_per_table(engine, acme).values()) == {0}  # a scan of every table
     assert _rows_per_table(engine, globex) == before_globex
     assert client.get("/v1/events", headers={"x-p402-api-key": keys["admin"]}).status_code == 401
+    assert _authorize(client, keys["ingest"], "after-deletion").status_code == 401
     globex_events = client.get("/v1/events", headers={"x-p402-api-key": keys["globex_read"]})
     assert len(globex_events.json()["data"]) == 2

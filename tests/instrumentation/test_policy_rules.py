@@ -198,6 +198,8 @@ def _body(**fields: object) -> bytes:
         (_body(contents=[{"role": "model", "parts": []}], generationConfig={"maxOutputTokens": 64}),
          (None, 0, 64)),
         (_body(model="gpt-5", metadata={"model": "other"}), (None, 2, DEFAULT_OUTPUT_TOKENS)),
+        (_body(model="gpt-5", max_tokens=10, tools=[{"max_tokens": 99}]), ("gpt-5", 1, 99)),
+        (_body(model=5, max_tokens="9", max_output_tokens=7), (None, 0, 7)),
         (b"not json", (None, 0, DEFAULT_OUTPUT_TOKENS)),
     ],
 )  # fmt: skip

@@ -21,6 +21,7 @@ from p402.ledger.budgets import (
 )
 from p402.ledger.clock import from_iso
 from p402.ledger.events import EventRecord, insert_events
+from p402.ledger.holds import CallToAuthorize, authorize
 from p402.ledger.keys import Role, create_key
 from p402.ledger.price_overrides import add_price_override
 from p402.ledger.rerating import rerate
@@ -122,6 +123,86 @@ def test_spent_is_the_cost_of_the_period_per_scope(engine):
     }
     # Another tenant sees none of these budgets, and its spend counts in none of them.
     assert _states(engine, globex.tenant_id) == {}
+
+
+def test_the_budgets_covering_a_call_have_the_figures_of_the_full_listing(engine):
+    # A week that straddles a month (Mon 30 Nov - Sun 6 Dec), every scope and period,
+    # spend and live holds on covering and other owners: the covering budgets of a call, read
+    # in one go for its owners, are exactly those the listing shows covering it.
+    now = from_iso("2026-12-02T12:00:00Z")
+    acme, _ = create_key(engine, tenant="acme", role=Role.INGEST)
+    globex, _ = create_key(engine, tenant="globex", role=Role.INGEST)
+    owners = {"department": "legal", "project": "phoenix", "employee": "alice", "session": "s1"}
+    events = [
+        _event("a", "2026-11-29T23:00:00Z", 1 * USD, department="legal"),  # last week
+        _event("b", "2026-11-30T10:00:00Z", 2 * USD, **owners),  # this week, last month
+        _event("c", "2026-12-01T10:00:00Z", 4 * USD, department="legal", project="other"),
+        _event("d", "2026-12-02T08:00:00Z", 8 * USD, department="sales", employee="alice"),
+        _event("e", "2026-12-02T09:00:00Z", 16 * USD, project="phoenix", session="s2"),
+    ]
+    insert_events(engine, acme.tenant_id, events)
+    insert_events(engine, globex.tenant_id, [_event("g", "2026-12-02T01:00:00Z", 99 * USD)])
+    budgets = [
+        _budget(scope, name, period, cap="100")
+        for scope, name in (
+            ("organization", ""),
+            ("department", "legal"),
+            ("department", "sales"),
+            ("project", "phoenix"),
+            ("project", "other"),
+            ("employee", "alice"),
+            ("session", "s1"),
+            ("session", "s2"),
+        )
+        for period in ("month", "week", "day")
+    ]
+    _put(engine, acme.tenant_id, *budgets)
+    _put(engine, globex.tenant_id, *budgets)
+    for n, (holder, held_for) in enumerate(
+        [
+            (acme, owners),
+            (acme, {"department": "sales", "project": "phoenix"}),
+            (acme, {"employee": "bob", "session": "s1"}),
+            (globex, owners),
+        ]
+    ):
+        call = CallToAuthorize(f"h{n}", "gpt-5", "openai", held_for, max_cost_picos=(n + 1) * USD)
+        assert authorize(engine, holder.tenant_id, call, now).hold_picos == (n + 1) * USD
+
+    listing = _states(engine, acme.tenant_id, now)
+    for covered in (
+        owners,
+        {"project": "phoenix"},
+        {"department": "sales", "session": "s2"},
+        {"employee": "bob"},
+    ):
+        expected = {
+            key: state
+            for key, state in listing.items()
+            if key[0] == "organization" or covered.get(key[0]) == key[1]
+        }
+        assert _states(engine, acme.tenant_id, now, **covered) == expected, covered
+    figures = {
+        key: (state.spent_picos // USD, state.held_picos // USD)
+        for key, state in _states(engine, acme.tenant_id, now, **owners).items()
+    }
+    assert figures == {
+        ("organization", "", "month"): (28, 6),
+        ("organization", "", "week"): (30, 6),
+        ("organization", "", "day"): (24, 6),
+        ("department", "legal", "month"): (4, 1),
+        ("department", "legal", "week"): (6, 1),
+        ("department", "legal", "day"): (0, 1),
+        ("project", "phoenix", "month"): (16, 3),
+        ("project", "phoenix", "week"): (18, 3),
+        ("project", "phoenix", "day"): (16, 3),
+        ("employee", "alice", "month"): (8, 1),
+        ("employee", "alice", "week"): (10, 1),
+        ("employee", "alice", "day"): (8, 1),
+        ("session", "s1", "month"): (2, 4),
+        ("session", "s1", "week"): (2, 4),
+        ("session", "s1", "day"): (2, 4),
+    }
 
 
 def test_figures_start_again_at_each_period_boundary(engine):

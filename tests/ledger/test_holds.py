@@ -15,6 +15,7 @@ from p402.ledger.events import EventRecord, insert_events
 from p402.ledger.holds import HOLD_TTL_MS, CallToAuthorize, authorize
 from p402.ledger.keys import Role, create_key
 from p402.ledger.policies import PolicySpec, put_policies, put_tier_overrides
+from p402.ledger.price_overrides import add_price_override
 
 USD = 10**12
 NOW = from_iso("2026-11-20T12:00:00Z")
@@ -144,6 +145,53 @@ def test_a_downgrade_cap_switches_to_the_downgrade_model_priced_on_the_token_bou
     third = authorize(engine, tenant, CallToAuthorize(**{**vars_of(call), "event_id": "e3"}), NOW)
     assert third.decision is PolicyDecision.BLOCK
     assert "at cap even with gpt-5-mini" in (third.reason or "")
+
+
+def test_a_bound_on_token_counts_is_priced_at_the_tenants_negotiated_rates(engine):
+    tenant = _setup(engine, {"scope": "project", "name": "phoenix", "cap_usd": "100"})
+    other = create_key(engine, tenant="globex", role=Role.INGEST)[0].tenant_id
+    with engine.begin() as connection:
+        cap = BudgetSpec.from_json({"scope": "project", "name": "phoenix", "cap_usd": "100"})
+        put_budgets(connection, other, [cap], NOW)
+    # An older rate for every provider, and a newer one for openai only: the newer applies.
+    add_price_override(
+        engine, tenant, model="gpt-5*", input_per_mtok="9", output_per_mtok="9", valid_to_ms=NOW
+    )
+    add_price_override(engine, tenant, model="gpt-5*", input_per_mtok="1", output_per_mtok="2")
+    add_price_override(
+        engine, tenant, model="gpt-5*", input_per_mtok="0.5", output_per_mtok="1", provider="openai"
+    )
+
+    def hold(tenant_id: int, event_id: str, max_cost: int | None = None) -> int | None:
+        call = CallToAuthorize(
+            event_id=event_id,
+            model="gpt-5",
+            provider="openai",
+            owners={"project": "phoenix"},
+            max_cost_picos=max_cost,
+            max_input_tokens=100_000,
+            max_output_tokens=10_000,
+        )
+        return authorize(engine, tenant_id, call, NOW).hold_picos
+
+    # 100k x 0.5 + 10k x 1 USD/M = 0.06 USD; the public price would be 0.225 USD.
+    assert hold(tenant, "e1") == 60_000_000_000
+    assert hold(other, "e1") == 225_000_000_000  # another tenant's rates are not its own
+    # The caller's own bound counts when it is the larger.
+    assert hold(tenant, "e2", max_cost=USD // 10) == USD // 10
+
+
+def test_a_bound_larger_than_the_largest_hold_is_blocked(engine):
+    tenant = _setup(engine, {"scope": "organization", "cap_usd": "100"})
+    rate = "1000000000000"  # USD per million tokens, a rate no call can be reserved at
+    add_price_override(engine, tenant, model="gpt-5", input_per_mtok=rate, output_per_mtok=rate)
+    call = CallToAuthorize(
+        "e1", "gpt-5", "openai", {"project": "phoenix"}, max_input_tokens=10, max_output_tokens=10
+    )
+    answer = authorize(engine, tenant, call, NOW)
+    assert (answer.decision, answer.hold_picos) == (PolicyDecision.BLOCK, None)
+    assert answer.reason == "the call's bound is more than the largest hold (1000000 USD)"
+    assert _hold_count(engine) == 0
 
 
 def vars_of(call: CallToAuthorize) -> dict[str, object]:

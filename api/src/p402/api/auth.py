@@ -1,20 +1,37 @@
 """Who is calling: the API key from ``Authorization: Bearer`` or ``x-p402-api-key``, and
-the role a route needs (``opt={"role": ...}`` on the handler)."""
+the role a route needs (``opt={"role": ...}`` on the handler).
+
+Most routes receive the caller as the ``identity`` dependency (:func:`provide_identity`,
+one look-up of the key per request). ``POST /v1/authorize``, the hot path of strict
+enforcement, instead resolves the key in the same worker call as its transaction
+(:func:`remembered_caller`), from identities remembered by key hash, and checks in that
+transaction that the key is still live.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request
 from litestar.datastructures import State
+from sqlalchemy import Engine
 
 from p402.api.dependencies import LedgerEngine
 from p402.api.errors import ApiError
 from p402.instrumentation.vocabulary import API_KEY_HEADER
-from p402.ledger.keys import Identity, Role, resolve_key
+from p402.ledger.keys import Identity, Role, remembered_identity, resolve_key
 
-__all__ = ["provide_identity"]
+__all__ = [
+    "invalid_key",
+    "needed_role",
+    "presented_key",
+    "provide_identity",
+    "remembered_caller",
+]
 
 
-def _presented_key(request: Request[object, object, State]) -> str | None:
+def presented_key(request: Request[Any, Any, Any]) -> str | None:
+    """The API key the request presents, if any."""
     if key := request.headers.get(API_KEY_HEADER):
         return key.strip()
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -23,14 +40,39 @@ def _presented_key(request: Request[object, object, State]) -> str | None:
     return None
 
 
-def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
-    key = _presented_key(request)
-    if key is None:
-        raise ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer KEY)")
-    identity = resolve_key(engine, key)
-    if identity is None:
-        raise ApiError(401, "unauthorized", "the API key is not valid")
+def needed_role(request: Request[Any, Any, Any]) -> Role | None:
+    """The role the request's route needs (``opt={"role": ...}``), if any."""
     needed = request.route_handler.opt.get("role")
-    if needed is not None and not identity.role.allows(Role(needed)):
-        raise ApiError(403, "forbidden", f"this route needs a key with the {needed} role")
+    return None if needed is None else Role(needed)
+
+
+def invalid_key() -> ApiError:
+    """The 401 of a key that is unknown, revoked or deleted."""
+    return ApiError(401, "unauthorized", "the API key is not valid")
+
+
+def _checked(identity: Identity | None, needed: Role | None) -> Identity:
+    if identity is None:
+        raise invalid_key()
+    if needed is not None and not identity.role.allows(needed):
+        raise ApiError(403, "forbidden", f"this route needs a key with the {needed.value} role")
     return identity
+
+
+def _missing() -> ApiError:
+    return ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer KEY)")
+
+
+def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
+    key = presented_key(request)
+    if key is None:
+        raise _missing()
+    return _checked(resolve_key(engine, key), needed_role(request))
+
+
+def remembered_caller(engine: Engine, key: str | None, needed: Role | None) -> Identity:
+    """The caller of a route that checks its key live in its own transaction
+    (:data:`p402.ledger.keys.KEY_IS_LIVE`); raises the route's 401 or 403."""
+    if key is None:
+        raise _missing()
+    return _checked(remembered_identity(engine, key), needed)

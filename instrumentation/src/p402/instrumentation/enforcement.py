@@ -12,6 +12,14 @@ leaves the process, and allow it, send it with another model, or refuse it with 
     :data:`SETTLE_SECONDS` later (by when the event has been exported and ingested). What
     a budget can overshoot by is therefore the spend of OTHER processes during one refresh
     interval (plus their calls in flight).
+
+    The decision is precomputed as far as the snapshot allows, once per snapshot: per set of
+    owner values, the *plan* (the department's policy, the budgets covering them, each with
+    what the snapshot leaves of its cap); per model, the *choice* (the tier step and the
+    integer rates of the call's cost bound, for the UTC day). A call then costs one scan of
+    its body (model and output limit), its bound in integer picodollars, and a check-and-add
+    of that bound on each covering budget; the full rules run only when a budget would reach
+    its cap, or for a model of no known price.
 ``strict``
     Before sending, the call's maximum cost is reserved with ``POST /v1/authorize`` (one round
     trip), which decides on the ledger's own figures in a transaction serialised per tenant:
@@ -57,14 +65,21 @@ from urllib.parse import quote, unquote, urlsplit
 
 from p402.instrumentation._metering import load_json, replace_request_body
 from p402.instrumentation.config import Enforcement, FailMode, P402Config
+from p402.instrumentation.exceptions import ConfigurationError
 from p402.instrumentation.ids import new_event_id
 from p402.instrumentation.money import from_picos, parse_usd, to_picos, usd_str
 from p402.instrumentation.policy_rules import (
     DEFAULT_OUTPUT_TOKENS,
     BudgetView,
+    TierOf,
     TierPolicy,
+    TierStep,
+    Verdict,
+    bound_rates,
     cost_bound_picos,
     evaluate,
+    tier_step,
+    within_caps,
 )
 from p402.instrumentation.tiers import ModelTier, tier_of
 from p402.instrumentation.vocabulary import (
@@ -99,10 +114,13 @@ RETRY_SECONDS: Final = 5.0
 HTTP_TIMEOUT_SECONDS: Final = 5.0
 
 _KEYS: Final = re.compile(
-    rb'"(model|max_tokens|max_completion_tokens|max_output_tokens|maxOutputTokens)"'
-    rb'\s*:\s*(?:"([^"\\]*)"|(\d+))'
+    rb'"m(?:odel"\s*:\s*"([^"\\]*)"'
+    rb'|(?:ax_tokens|ax_completion_tokens|ax_output_tokens|axOutputTokens)"\s*:\s*(\d+))'
 )
+"""A ``"model"`` key with a string value (group 1) or an output limit key with a number
+(group 2); the literal prefix ``"m`` common to every key keeps the search fast."""
 _MODEL_IN_PATH: Final = re.compile(r"(/models?/)([^/:]+)")
+_ILLEGAL_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 
 
 class PolicyUnavailable(Exception):
@@ -119,6 +137,53 @@ class _Budget:
     computed once)."""
     view: BudgetView
     """The budget with the snapshot's figures (spent and held)."""
+    headroom: int
+    """What the snapshot leaves of the cap (picodollars; below 0 past it)."""
+
+
+@dataclass(slots=True)
+class _Choice:
+    """A call to one model of one provider under one plan: the tier step, and the rates of
+    the cost bound of the model it goes on with, for one UTC day."""
+
+    step: TierStep
+    until: float
+    """The end of the UTC day the rates are for, in ``time.monotonic()`` seconds."""
+    rates: tuple[int, int, int] | None
+    """``None`` when there is nothing to check on integers: no budgets, the call blocked by
+    the tier policy, or a model of no known price."""
+    as_asked: bool
+    """The tier step lets the model asked for through unchanged."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a call for one set of owners is decided against, precomputed for one snapshot:
+    the department's policy, the budgets covering the owners, and the choice per model."""
+
+    policy: TierPolicy | None
+    budgets: tuple[_Budget, ...]
+    choices: dict[tuple[str, str], _Choice] = field(default_factory=dict)
+
+    def choose(self, provider: str, model: str, tier: TierOf) -> _Choice:
+        """Make (and remember) the choice for a call to ``model`` now; :attr:`choices` has it
+        until the end of the UTC day."""
+        step = tier_step(model, self.policy, tier)
+        wall, now = time.time(), time.monotonic()
+        day = int(wall) // _DAY_SECONDS
+        priced = self.budgets and step.blocked is None
+        rates = bound_rates(provider, step.chosen, day) if priced else None
+        as_asked = step.result is PolicyResult.ALLOWED and step.chosen == model
+        until = now + (day + 1) * _DAY_SECONDS - wall
+        choice = _Choice(step, until, rates, as_asked)
+        self.choices[provider, model] = choice
+        return choice
+
+
+_MAX_PLANS: Final = 4096
+"""Plans kept per snapshot (a plan per combination of owner values that budgets name)."""
+_UNPLANNED: Final = _Plan(None, ())
+_DAY_SECONDS: Final = 86_400
 
 
 @dataclass(slots=True)
@@ -135,6 +200,19 @@ class Snapshot:
     fetched: float
     """``time.monotonic()`` of the last successful fetch (also of an unchanged one)."""
     _tiers: dict[str, ModelTier | None] = field(default_factory=dict)
+    plans: dict[tuple[str | None, ...], _Plan | None] = field(default_factory=dict, init=False)
+    """The plans made so far, by the values of :attr:`plan_scopes` in a call's owners."""
+    plan_scopes: tuple[str, ...] = field(default=(), init=False)
+    """The owner dimensions a plan depends on: the department (policies) and every scope that
+    has budgets."""
+    stale_after: float = field(default=0.0, init=False)
+    """Seconds after :attr:`fetched` when the snapshot counts as unavailable."""
+
+    def __post_init__(self) -> None:
+        self.stale_after = STALE_AFTER_REFRESHES * self.refresh_seconds
+        scopes = ["department"] if self.policies else []
+        scopes += [scope for scope in self.named if scope not in scopes]
+        self.plan_scopes = tuple(scopes)
 
     def tier(self, model: str) -> ModelTier | None:
         """The tier of ``model`` under this snapshot's overrides (remembered)."""
@@ -160,17 +238,19 @@ class Snapshot:
         for item in body.get("budgets") or ():
             scope = BudgetScope(item["scope"])
             period = BudgetPeriod(item["period"])
+            view = BudgetView(
+                scope=scope,
+                name=item["name"],
+                period=period,
+                cap_picos=to_picos(parse_usd(item["cap_usd"])),
+                used_picos=to_picos(parse_usd(item["spent_usd"]) + parse_usd(item["held_usd"])),
+                action=CapAction(item["action_at_cap"]),
+                downgrade_model=item.get("downgrade_model"),
+            )
             budget = _Budget(
                 key=f"{scope.value}\x1f{item['name']}\x1f{period.value}",
-                view=BudgetView(
-                    scope=scope,
-                    name=item["name"],
-                    period=period,
-                    cap_picos=to_picos(parse_usd(item["cap_usd"])),
-                    used_picos=to_picos(parse_usd(item["spent_usd"]) + parse_usd(item["held_usd"])),
-                    action=CapAction(item["action_at_cap"]),
-                    downgrade_model=item.get("downgrade_model"),
-                ),
+                view=view,
+                headroom=view.cap_picos - view.used_picos,
             )
             if scope is BudgetScope.ORGANIZATION:
                 organization.append(budget)
@@ -198,17 +278,31 @@ class Snapshot:
                 found = found + budgets
         return found
 
+    def plan(self, owners: Mapping[str, str]) -> _Plan | None:
+        """The plan of a call made for ``owners``; ``None`` when no policy or budget covers
+        it (remembered per owner values the plan depends on)."""
+        key = tuple(map(owners.get, self.plan_scopes))
+        try:
+            return self.plans[key]
+        except KeyError:
+            pass
+        policy = self.policies.get(owners.get("department", "")) if self.policies else None
+        budgets = self.covering(owners)
+        plan = _Plan(policy, budgets) if policy is not None or budgets else None
+        if len(self.plans) >= _MAX_PLANS:
+            self.plans.clear()
+        self.plans[key] = plan
+        return plan
+
     def stale(self, now: float) -> bool:
-        return now - self.fetched > STALE_AFTER_REFRESHES * self.refresh_seconds
+        return now - self.fetched > self.stale_after
 
 
 # --- this process's own spend --------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Reservation:
-    budgets: tuple[_Budget, ...]
-    picos: int
+_Reservation = tuple[tuple[_Budget, ...], int]
+"""A call's share of its budgets: the budgets and the picodollars counted on each."""
 
 
 class _LocalSpend:
@@ -227,17 +321,28 @@ class _LocalSpend:
 
     def reserve(self, budgets: tuple[_Budget, ...], picos: int) -> _Reservation:
         self._add(budgets, picos)
-        return _Reservation(budgets, picos)
+        return budgets, picos
+
+    def reserve_within(self, budgets: tuple[_Budget, ...], picos: int) -> _Reservation | None:
+        """Reserve ``picos`` if no budget passes its cap with it (the snapshot's figures plus
+        this process's own); ``None``, reserving nothing, otherwise."""
+        used = self.used
+        for budget in budgets:
+            if used.get(budget.key, 0) + picos > budget.headroom:
+                return None
+        for budget in budgets:
+            used[budget.key] = used.get(budget.key, 0) + picos
+        return budgets, picos
 
     def settle(self, reservation: _Reservation, actual_picos: int, now: float) -> None:
-        self._add(reservation.budgets, actual_picos - reservation.picos)
-        reservation.picos = actual_picos
-        self._settled.append((now, reservation))
+        budgets, reserved = reservation
+        self._add(budgets, actual_picos - reserved)
+        self._settled.append((now, (budgets, actual_picos)))
 
     def forget_before(self, moment: float) -> None:
         while self._settled and self._settled[0][0] <= moment:
-            _, reservation = self._settled.popleft()
-            self._add(reservation.budgets, -reservation.picos)
+            _, (budgets, picos) = self._settled.popleft()
+            self._add(budgets, -picos)
 
 
 # --- talking to the policy source ----------------------------------------------------------
@@ -245,7 +350,11 @@ class _LocalSpend:
 
 class _PolicyClient:
     """``GET /v1/policy`` and ``POST /v1/authorize`` over a small pool of keep-alive
-    connections, with the P402 API key. Never metered: it is not a provider's traffic."""
+    connections, with the P402 API key. Never metered: it is not a provider's traffic.
+
+    A request goes out in one write, head and body together (``http.client`` writes them
+    apart: two segments, and two wake-ups of the server, per authorisation); the response is
+    read by ``http.client``."""
 
     MAX_IDLE = 8
 
@@ -255,7 +364,10 @@ class _PolicyClient:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port
         self._base = parts.path.rstrip("/")
-        self._headers = {API_KEY_HEADER: api_key} if api_key else {}
+        if api_key and _ILLEGAL_IN_HEADER.search(api_key):
+            raise ConfigurationError("the P402 API key holds a line break or NUL")
+        host = parts.netloc.rpartition("@")[2] or self._host
+        self._head = f"Host: {host}\r\n" + (f"{API_KEY_HEADER}: {api_key}\r\n" if api_key else "")
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -274,14 +386,27 @@ class _PolicyClient:
                 return
         connection.close()
 
+    def _message(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> bytes:
+        head = f"{method} {self._base}{path} HTTP/1.1\r\n{self._head}"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        if body is None:
+            return f"{head}\r\n".encode("latin-1")
+        return f"{head}content-length: {len(body)}\r\n\r\n".encode("latin-1") + body
+
     def _request(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
+        message = self._message(method, path, body, headers)
         for attempt in (0, 1):  # a kept-alive connection the server closed: once more
             connection = self._take()
             try:
-                connection.request(method, self._base + path, body, {**self._headers, **headers})
-                response = connection.getresponse()
+                if connection.sock is None:
+                    connection.connect()
+                connection.sock.sendall(message)
+                response = http.client.HTTPResponse(connection.sock, method=method)
+                response.begin()
                 answer = response.status, response.read()
             except (OSError, http.client.HTTPException) as error:
                 connection.close()
@@ -291,7 +416,10 @@ class _PolicyClient:
                 if attempt or not stale:
                     raise PolicyUnavailable(f"{type(error).__name__}: {error}") from None
                 continue
-            self._give_back(connection)
+            if response.will_close:
+                connection.close()
+            else:
+                self._give_back(connection)
             return answer
         raise AssertionError("unreachable")
 
@@ -343,16 +471,15 @@ def _scan(content: bytes) -> tuple[str | None, int, int]:
     applies; the default when none). A regex over the raw bytes rather than a JSON parse:
     several times faster on a body of a few kilobytes, and a quoted key is never matched
     inside a string (there its quotes are escaped)."""
-    model, models, limit = None, 0, -1
-    for key, text, number in _KEYS.findall(content):
-        if key == b"model":
-            if text:
-                models += 1
-                model = text.decode()
-        elif number:
-            limit = max(limit, int(number))
+    model, models, limit = b"", 0, -1
+    for text, number in _KEYS.findall(content):
+        if text:
+            models += 1
+            model = text
+        elif number and int(number) > limit:
+            limit = int(number)
     return (
-        (model if models == 1 else None),
+        (model.decode() if models == 1 else None),
         models,
         (limit if limit >= 0 else DEFAULT_OUTPUT_TOKENS),
     )
@@ -474,8 +601,51 @@ class Enforcer:
             owners = {**self.owner_defaults, **owners}
         if self.mode is Enforcement.STRICT:
             self._strict(exchange, request, content, owners)
+            return
+        # cached: the common case runs on this path with no call to the rules.
+        snapshot = self._snapshot
+        now = time.monotonic()
+        if snapshot is None or now - snapshot.fetched > snapshot.stale_after:
+            snapshot = self._current_snapshot()
+            if snapshot is None:
+                self._unavailable(exchange, request, self._problem)
+                return
+        plan = snapshot.plans.get(tuple(map(owners.get, snapshot.plan_scopes)), _UNPLANNED)
+        if plan is _UNPLANNED:
+            plan = snapshot.plan(owners)
+        if plan is None:
+            return  # no policy or budget covers the call: it is not even read
+        model, models, max_output = _scan(content)
+        in_path = False
+        if model is None or exchange.request_body is not None:
+            model, in_path = _model_of(exchange, content, model, models)
+            if model is None:
+                return
+        provider = exchange.route.name
+        choice = plan.choices.get((provider, model))
+        if choice is None or now >= choice.until:
+            choice = plan.choose(provider, model, snapshot.tier)
+        rates = choice.rates
+        if rates is not None:  # within every cap with the call's bound, on integers?
+            fixed, per_input, per_output = rates
+            cost = fixed + per_input * len(content) + per_output * max_output
+            with self._lock:
+                reservation = self._local.reserve_within(plan.budgets, cost)
+            if reservation is not None:
+                exchange.reservation = reservation
+                if choice.as_asked:
+                    return
+                verdict = within_caps(model, choice.step, cost)
+            else:
+                verdict = self._decide(exchange, plan, choice, snapshot, model, content, max_output)
         else:
-            self._cached(exchange, request, content, owners)
+            verdict = self._decide(exchange, plan, choice, snapshot, model, content, max_output)
+        if verdict.result is PolicyResult.ALLOWED and verdict.decision is PolicyDecision.ALLOW:
+            return
+        _apply_verdict(
+            exchange, request, model, in_path, verdict.decision, verdict.result,
+            verdict.model, verdict.reason,
+        )  # fmt: skip
 
     def _current_snapshot(self) -> Snapshot | None:
         snapshot = self._snapshot
@@ -489,28 +659,28 @@ class Enforcer:
                 return None
         return snapshot
 
-    def _cached(
-        self, exchange: Any, request: Any, content: bytes, owners: Mapping[str, str]
-    ) -> None:
-        snapshot = self._current_snapshot()
-        if snapshot is None:
-            self._unavailable(exchange, request, self._problem)
-            return
-        policy = snapshot.policies.get(owners.get("department", "")) if snapshot.policies else None
-        budgets = snapshot.covering(owners)
-        if policy is None and not budgets:
-            return
-        model, in_path, max_output = _read_request(exchange, content)
-        if model is None:
-            return
-        provider = exchange.route.name
-        max_input = len(content)
-
-        def cost_of(candidate: str) -> int | None:
-            return cost_bound_picos(provider, candidate, max_input, max_output)
-
+    def _decide(
+        self,
+        exchange: Any,
+        plan: _Plan,
+        choice: _Choice,
+        snapshot: Snapshot,
+        model: str,
+        content: bytes,
+        max_output: int,
+    ) -> Verdict:
+        """The full rules (:func:`~p402.instrumentation.policy_rules.evaluate`) on the
+        snapshot's figures plus this process's own, reserving the bound unless blocked."""
+        step = choice.step
+        if step.blocked is not None:
+            return step.blocked
+        budgets = plan.budgets
+        if not budgets:
+            return within_caps(model, step, None)
+        provider, max_input = exchange.route.name, len(content)
         with self._lock:
-            used = self._local.used
+            local = self._local
+            used = local.used
             views = [
                 b.view._replace(used_picos=b.view.used_picos + extra)
                 if (extra := used.get(b.key))
@@ -518,16 +688,16 @@ class Enforcer:
                 for b in budgets
             ]
             verdict = evaluate(
-                model, policy=policy, tier=snapshot.tier, budgets=views, cost_of=cost_of
+                model,
+                policy=plan.policy,
+                tier=snapshot.tier,
+                budgets=views,
+                cost_of=lambda name: cost_bound_picos(provider, name, max_input, max_output),
+                step=step,
             )
-            if verdict.allowed and budgets:
-                exchange.reservation = self._local.reserve(budgets, verdict.cost_picos or 0)
-        if verdict.result is PolicyResult.ALLOWED and verdict.decision is PolicyDecision.ALLOW:
-            return  # nothing to change or record
-        _apply_verdict(
-            exchange, request, model, in_path, verdict.decision, verdict.result,
-            verdict.model, verdict.reason,
-        )  # fmt: skip
+            if verdict.allowed:
+                exchange.reservation = local.reserve(budgets, verdict.cost_picos or 0)
+        return verdict
 
     def _strict(
         self, exchange: Any, request: Any, content: bytes, owners: Mapping[str, str]
@@ -584,16 +754,27 @@ def _read_request(exchange: Any, content: bytes) -> tuple[str | None, bool, int]
     """The model the request names, whether it is named in the URL (Gemini, Bedrock, Vertex
     AI), and its output limit; the body is parsed only when a cheap look cannot be sure."""
     model, models, limit = _scan(content)
+    if model is None or exchange.request_body is not None:
+        model, in_path = _model_of(exchange, content, model, models)
+        return model, in_path, limit
+    return model, False, limit
+
+
+def _model_of(
+    exchange: Any, content: bytes, scanned: str | None, models: int
+) -> tuple[str | None, bool]:
+    """The model of a request :func:`_scan` could not be sure of (``scanned``: what it
+    found), and whether it is named in the URL."""
     body = exchange.request_body
-    if model is not None and (body is None or body.get("model") == model):
-        return model, False, limit
+    if scanned is not None and (body is None or body.get("model") == scanned):
+        return scanned, False
     if body is None and models > 1:
         body = exchange.request_body = load_json(content) or {}
     named = body.get("model") if body is not None else None
     if isinstance(named, str) and named:
-        return named, False, limit
+        return named, False
     facts = exchange.format.request_facts(exchange.endpoint, exchange.path, body or {})
-    return facts.model, facts.model is not None, limit
+    return facts.model, facts.model is not None
 
 
 def _apply_verdict(

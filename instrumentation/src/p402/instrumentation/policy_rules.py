@@ -48,10 +48,14 @@ __all__ = [
     "BudgetView",
     "TierOf",
     "TierPolicy",
+    "TierStep",
     "Verdict",
     "applies_to",
+    "bound_rates",
     "cost_bound_picos",
     "evaluate",
+    "tier_step",
+    "within_caps",
 ]
 
 DEFAULT_OUTPUT_TOKENS: Final = 4096
@@ -131,9 +135,7 @@ def cost_bound_picos(
     at the model's highest per-token rates (uncached input, every tier; rounded up to whole
     picodollars per token) at ``at`` (default: now); ``None`` when the price data does not
     know the model."""
-    day = int(at.timestamp() if at else time.time()) // 86_400
-    key = (provider, model, day)
-    rates = _bound_rates[key] if key in _bound_rates else _derive_bound_rates(key)
+    rates = bound_rates(provider, model, int(at.timestamp() if at else time.time()) // 86_400)
     if rates is None:
         return None
     fixed, per_input, per_output = rates
@@ -142,6 +144,14 @@ def cost_bound_picos(
 
 _RATE_PROBES: Final = (1_000, 1_000_000)
 _bound_rates: dict[tuple[str, str, int], tuple[int, int, int] | None] = {}
+
+
+def bound_rates(provider: str, model: str, day: int) -> tuple[int, int, int] | None:
+    """What :func:`cost_bound_picos` prices with on UTC day ``day`` (days since 1970): the fixed
+    cost and the highest input and output rates, in whole picodollars; ``None`` when the price
+    data does not know the model."""
+    key = (provider, model, day)
+    return _bound_rates[key] if key in _bound_rates else _derive_bound_rates(key)
 
 
 def _derive_bound_rates(key: tuple[str, str, int]) -> tuple[int, int, int] | None:
@@ -190,6 +200,38 @@ def _below_floor(model: str, policy: TierPolicy | None, tier: TierOf) -> str | N
     return None
 
 
+class TierStep(NamedTuple):
+    """The first step of a decision, the department's tier policy: the call blocked (below the
+    floor), or the model it goes on with (``max_model`` above the ceiling), with the result and
+    reasons so far. It depends on the model and the policy only."""
+
+    blocked: Verdict | None
+    chosen: str
+    result: PolicyResult
+    reasons: tuple[str, ...]
+
+
+def tier_step(model: str, policy: TierPolicy | None, tier: TierOf) -> TierStep:
+    """Step 1 of the module docstring for a call to ``model``."""
+    if reason := _below_floor(model, policy, tier):
+        blocked = Verdict(PolicyDecision.BLOCK, PolicyResult.BLOCKED, model, reason, None)
+        return TierStep(blocked, model, PolicyResult.BLOCKED, (reason,))
+    if policy is not None and policy.max_model:
+        found, ceiling = tier(model), tier(policy.max_model)
+        if found is not None and ceiling is not None and found.rank > ceiling.rank:
+            reason = f"dept_policy={policy.routing.value}, max_tier={ceiling.value}"
+            return TierStep(None, policy.max_model, PolicyResult.DOWNGRADED, (reason,))
+    return TierStep(None, model, PolicyResult.ALLOWED, ())
+
+
+def within_caps(model: str, step: TierStep, cost: int | None) -> Verdict:
+    """The verdict when no budget is at its cap with the call's bound ``cost`` (the common
+    case of step 2)."""
+    decision = PolicyDecision.ALLOW if step.chosen == model else PolicyDecision.DOWNGRADE
+    reason = "; ".join(step.reasons) if step.reasons else None
+    return Verdict(decision, step.result, step.chosen, reason, cost)
+
+
 def evaluate(
     model: str,
     *,
@@ -197,24 +239,20 @@ def evaluate(
     tier: TierOf,
     budgets: Sequence[BudgetView],
     cost_of: Callable[[str], int | None],
+    step: TierStep | None = None,
 ) -> Verdict:
     """Decide a call to ``model``; see the module docstring. ``tier(model)`` is a model's
     tier; ``cost_of(model)`` the call's cost bound with that model (picodollars, ``None`` when
-    it cannot be priced)."""
-    if reason := _below_floor(model, policy, tier):
-        return Verdict(PolicyDecision.BLOCK, PolicyResult.BLOCKED, model, reason, None)
-    chosen, reasons, result = model, [], PolicyResult.ALLOWED
-    if policy is not None and policy.max_model:
-        found, ceiling = tier(model), tier(policy.max_model)
-        if found is not None and ceiling is not None and found.rank > ceiling.rank:
-            chosen, result = policy.max_model, PolicyResult.DOWNGRADED
-            reasons.append(f"dept_policy={policy.routing.value}, max_tier={ceiling.value}")
-
+    it cannot be priced); ``step``, when the caller has it, is ``tier_step(model, policy,
+    tier)``."""
+    step = step or tier_step(model, policy, tier)
+    if step.blocked is not None:
+        return step.blocked
+    chosen, reasons, result = step.chosen, list(step.reasons), step.result
     cost = cost_of(chosen) if budgets else None
     at_cap = _at_cap(budgets, cost)
     if not at_cap:  # the common case, kept short: it runs before every call
-        decision = PolicyDecision.ALLOW if chosen == model else PolicyDecision.DOWNGRADE
-        return Verdict(decision, result, chosen, "; ".join(reasons) if reasons else None, cost)
+        return within_caps(model, step, cost)
     strongest = max((_ACTION_STRENGTH[b.action] for b in at_cap), default=None)
     if strongest == _ACTION_STRENGTH[CapAction.BLOCK]:
         blocking = next(b for b in at_cap if b.action is CapAction.BLOCK)

@@ -36,13 +36,16 @@ from functools import lru_cache
 from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
-    RowMapping,
+    Row,
     String,
     and_,
     bindparam,
+    case,
     func,
     literal,
+    literal_column,
     or_,
     select,
     union_all,
@@ -59,8 +62,11 @@ __all__ = [
     "WARNING_PCT",
     "BudgetSpec",
     "BudgetState",
+    "CoveringBudgets",
     "InvalidBudget",
+    "budget_state",
     "budget_states",
+    "covering_budgets",
     "period_bounds",
     "projected_picos",
     "put_budgets",
@@ -311,15 +317,15 @@ def _figures_statement(
 
 
 def _figures(
-    connection: Connection, tenant_id: int, budgets: Iterable[RowMapping], now_ms: int
+    connection: Connection, tenant_id: int, budgets: Iterable[Row[Any]], now_ms: int
 ) -> tuple[dict[tuple[str, str, str], int], dict[tuple[str, str], int]]:
     """Spent per (scope, period, name) and held per (scope, name), in one statement."""
     spent_names: dict[tuple[BudgetScope, BudgetPeriod], set[str]] = {}
     held_names: dict[BudgetScope, set[str]] = {}
     for budget in budgets:
-        scope = BudgetScope(budget["scope"])
-        spent_names.setdefault((scope, BudgetPeriod(budget["period"])), set()).add(budget["name"])
-        held_names.setdefault(scope, set()).add(budget["name"])
+        scope = BudgetScope(budget.scope)
+        spent_names.setdefault((scope, BudgetPeriod(budget.period)), set()).add(budget.name)
+        held_names.setdefault(scope, set()).add(budget.name)
     spent: dict[tuple[str, str, str], int] = {}
     held: dict[tuple[str, str], int] = {}
     if not spent_names:
@@ -341,25 +347,192 @@ def _figures(
 
 
 _OWNED_SCOPES: Final = (*_NAMED_BY_ROLLUP, BudgetScope.SESSION)
+_BUDGET_COLUMNS: Final = (
+    BUDGETS.c.id,
+    BUDGETS.c.scope,
+    BUDGETS.c.name,
+    BUDGETS.c.period,
+    BUDGETS.c.cap_picos,
+    BUDGETS.c.action_at_cap,
+    BUDGETS.c.downgrade_model,
+)
+"""The columns of a budget row, in the order :func:`budget_state` reads them."""
 
 
-@lru_cache(maxsize=64)
-def _budgets_statement(
-    owner_scopes: tuple[BudgetScope, ...] | None, paged: bool, limited: bool
-) -> Any:
-    """The tenant's budgets by id: those covering the owners named for ``owner_scopes``
-    (all when ``None``), after ``after_id`` when ``paged``, ``limit`` of them when ``limited``."""
-    statement = select(BUDGETS).where(BUDGETS.c.tenant_id == bindparam("tenant"))
-    if owner_scopes is not None:
-        covering = [BUDGETS.c.scope == BudgetScope.ORGANIZATION.value]
-        for scope in owner_scopes:
-            named = BUDGETS.c.name == bindparam(f"owner_{scope.value}")
-            covering.append(and_(BUDGETS.c.scope == scope.value, named))
-        statement = statement.where(or_(*covering))
+@lru_cache(maxsize=16)
+def _budgets_statement(paged: bool, limited: bool) -> Any:
+    """The tenant's budgets by id, after ``after_id`` when ``paged``, ``limit`` of them when
+    ``limited``."""
+    statement = select(*_BUDGET_COLUMNS).where(BUDGETS.c.tenant_id == bindparam("tenant"))
     if paged:
         statement = statement.where(BUDGETS.c.id > bindparam("after_id"))
     statement = statement.order_by(BUDGETS.c.id)
     return statement.limit(bindparam("limit")) if limited else statement
+
+
+def budget_state(
+    row: Mapping[Any, Any], spent_picos: int, held_picos: int, now_ms: int
+) -> BudgetState:
+    """A budget row (:data:`_BUDGET_COLUMNS`, by name) with its figures at ``now_ms``."""
+    scope = BudgetScope(row["scope"])
+    period = BudgetPeriod(row["period"])
+    start, end = period_bounds(period, now_ms)
+    cap = int(row["cap_picos"])
+    projected = (
+        spent_picos
+        if scope is BudgetScope.SESSION
+        else projected_picos(spent_picos, start, end, now_ms)
+    )
+    consumed = _consumed_pct(spent_picos, cap)
+    return BudgetState(
+        budget_id=int(row["id"]),
+        scope=scope,
+        name=row["name"],
+        period=period,
+        cap_picos=cap,
+        spent_picos=spent_picos,
+        held_picos=held_picos,
+        projected_picos=projected,
+        period_start_ms=start,
+        period_end_ms=end,
+        action_at_cap=CapAction(row["action_at_cap"]),
+        downgrade_model=row["downgrade_model"],
+        status=_status(spent_picos, cap, projected, consumed),
+        consumed_pct=consumed,
+        now_ms=now_ms,
+    )
+
+
+# --- the budgets covering one call ---------------------------------------------------------
+
+
+def _written(value: str) -> Any:
+    """A constant written into the statement rather than bound: the fewer values a statement
+    binds, the less the driver does each time it runs it."""
+    return literal_column(f"'{value}'", String())
+
+
+_ZERO: Final = literal_column("0", BigInteger())
+
+
+def _sum_where(condition: Any | None, amount: Any) -> Any:
+    """The sum of ``amount`` over the rows where ``condition`` holds (all rows: ``None``)."""
+    return func.coalesce(
+        func.sum(amount if condition is None else case((condition, amount))), _ZERO
+    )
+
+
+def _owner(scope: BudgetScope) -> Any:
+    return bindparam(f"owner_{scope.value}")
+
+
+@lru_cache(maxsize=16)
+def _covering_statements(owner_scopes: tuple[BudgetScope, ...]) -> dict[str, Any]:
+    tenant: Any = bindparam("tenant")
+    scopes = (BudgetScope.ORGANIZATION, *owner_scopes)
+    in_rollups = [scope for scope in scopes if scope is not BudgetScope.SESSION]
+
+    def owned(table: Any, scope: BudgetScope) -> Any:
+        return None if scope is BudgetScope.ORGANIZATION else table.c[scope.value] == _owner(scope)
+
+    covering = [BUDGETS.c.scope == _written(BudgetScope.ORGANIZATION.value)]
+    for scope in owner_scopes:
+        named = and_(BUDGETS.c.scope == _written(scope.value), BUDGETS.c.name == _owner(scope))
+        covering.append(named)
+    statements = {
+        "budget": select(*_BUDGET_COLUMNS).where(BUDGETS.c.tenant_id == tenant, or_(*covering)),
+        "held": select(
+            *(_sum_where(owned(HOLDS, s), HOLDS.c.amount_picos).label(s.value) for s in scopes)
+        ).where(HOLDS.c.tenant_id == tenant, HOLDS.c.expires_ms > bindparam("now")),
+        "spent": select(
+            ROLLUPS.c.day,
+            *(
+                _sum_where(owned(ROLLUPS, s), ROLLUPS.c.cost_picos).label(s.value)
+                for s in in_rollups
+            ),
+        )
+        .where(
+            ROLLUPS.c.tenant_id == tenant,
+            ROLLUPS.c.day >= bindparam("first_day"),
+            ROLLUPS.c.day < bindparam("end_day"),
+        )
+        .group_by(ROLLUPS.c.day),
+    }
+    if BudgetScope.SESSION in owner_scopes:
+        statements["session"] = select(SESSIONS.c.cost_picos).where(
+            SESSIONS.c.tenant_id == tenant, SESSIONS.c.name == _owner(BudgetScope.SESSION)
+        )
+    return statements
+
+
+@lru_cache(maxsize=4)
+def _period_days(day: int) -> dict[BudgetPeriod, tuple[int, int]]:
+    """The UTC periods containing day ``day`` (days since 1970), as day numbers."""
+    return {
+        period: (start // DAY_MS, end // DAY_MS)
+        for period in BudgetPeriod
+        for start, end in [period_bounds(period, day * DAY_MS)]
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class CoveringBudgets:
+    """How to read the budgets that cover a call, with their figures: run each of
+    :attr:`statements` (by kind) with :attr:`params` in one transaction (in any order, or
+    together), then :meth:`figures` of their rows.
+
+    The figures are those :func:`budget_states` gives every budget, read so that each table
+    is read once whatever the number of covering budgets: held summed per owner scope over
+    the live holds, spent summed per owner scope and UTC day over the rollups of the widest
+    period (and added up per period here), a session budget's from its session's cost."""
+
+    statements: Mapping[str, Any]
+    params: dict[str, Any]
+    periods: Mapping[BudgetPeriod, tuple[int, int]]
+
+    def figures(
+        self, found: Mapping[str, Sequence[Mapping[Any, Any]]]
+    ) -> list[tuple[Mapping[Any, Any], int, int]]:
+        """Each covering budget (its row, as :func:`budget_state` reads it) with its spent
+        and held picodollars, by id; ``found``: the rows of each statement by kind."""
+        (held,) = found["held"]
+        session = found.get("session")
+        session_spent = int(session[0]["cost_picos"]) if session else 0
+        spent: dict[tuple[str, str], int] = {}
+        for period, (start, end) in self.periods.items():
+            for row in found["spent"]:
+                if start <= row["day"] < end:
+                    for scope, amount in row.items():
+                        if scope != "day":
+                            key = (scope, period.value)
+                            spent[key] = spent.get(key, 0) + int(amount)
+        budgets = sorted(found["budget"], key=lambda row: int(row["id"]))
+        return [
+            (
+                row,
+                session_spent
+                if row["scope"] == BudgetScope.SESSION.value
+                else spent.get((row["scope"], row["period"]), 0),
+                int(held[row["scope"]]),
+            )
+            for row in budgets
+        ]
+
+
+def covering_budgets(tenant_id: int, owners: Mapping[str, str], now_ms: int) -> CoveringBudgets:
+    """The statements and parameters that read the budgets covering a call for ``owners``
+    (the organisation's, and those of the department, project, employee and session named)
+    at ``now_ms``."""
+    owner_scopes = tuple(scope for scope in _OWNED_SCOPES if owners.get(scope.value))
+    periods = _period_days(now_ms // DAY_MS)
+    params: dict[str, Any] = {
+        "tenant": tenant_id,
+        "now": now_ms,
+        "first_day": min(start for start, _ in periods.values()),
+        "end_day": max(end for _, end in periods.values()),
+    }
+    params.update({f"owner_{scope.value}": owners[scope.value] for scope in owner_scopes})
+    return CoveringBudgets(_covering_statements(owner_scopes), params, periods)
 
 
 def budget_states(
@@ -373,44 +546,28 @@ def budget_states(
 ) -> list[BudgetState]:
     """The tenant's budgets (by id; only those covering ``owners`` when given, ``limit`` of
     them after ``after_id`` when given) with their figures at ``now_ms``."""
-    params: dict[str, Any] = {"tenant": tenant_id, "after_id": after_id, "limit": limit}
-    owner_scopes = None
     if owners is not None:
-        owner_scopes = tuple(scope for scope in _OWNED_SCOPES if owners.get(scope.value))
-        params.update({f"owner_{scope.value}": owners[scope.value] for scope in owner_scopes})
-    statement = _budgets_statement(owner_scopes, after_id is not None, limit is not None)
-    budgets = connection.execute(statement, params).mappings().all()
+        covering = covering_budgets(tenant_id, owners, now_ms)
+        found = {
+            kind: [row._mapping for row in connection.execute(statement, covering.params)]
+            for kind, statement in covering.statements.items()
+        }
+        states = [
+            budget_state(row, spent, held, now_ms)
+            for row, spent, held in covering.figures(found)
+            if after_id is None or row["id"] > after_id
+        ]
+        return states if limit is None else states[:limit]
+    params = {"tenant": tenant_id, "after_id": after_id, "limit": limit}
+    statement = _budgets_statement(after_id is not None, limit is not None)
+    budgets = connection.execute(statement, params).all()
     spent, held = _figures(connection, tenant_id, budgets, now_ms)
-    states = []
-    for budget in budgets:
-        scope = BudgetScope(budget["scope"])
-        period = BudgetPeriod(budget["period"])
-        start, end = period_bounds(period, now_ms)
-        cap = int(budget["cap_picos"])
-        spent_picos = spent.get((scope.value, period.value, budget["name"]), 0)
-        projected = (
-            spent_picos
-            if scope is BudgetScope.SESSION
-            else projected_picos(spent_picos, start, end, now_ms)
+    return [
+        budget_state(
+            budget._mapping,
+            spent.get((budget.scope, budget.period, budget.name), 0),
+            held.get((budget.scope, budget.name), 0),
+            now_ms,
         )
-        consumed = _consumed_pct(spent_picos, cap)
-        states.append(
-            BudgetState(
-                budget_id=int(budget["id"]),
-                scope=scope,
-                name=budget["name"],
-                period=period,
-                cap_picos=cap,
-                spent_picos=spent_picos,
-                held_picos=held.get((scope.value, budget["name"]), 0),
-                projected_picos=projected,
-                period_start_ms=start,
-                period_end_ms=end,
-                action_at_cap=CapAction(budget["action_at_cap"]),
-                downgrade_model=budget["downgrade_model"],
-                status=_status(spent_picos, cap, projected, consumed),
-                consumed_pct=consumed,
-                now_ms=now_ms,
-            )
-        )
-    return states
+        for budget in budgets
+    ]

@@ -3,16 +3,27 @@
 
 :func:`authorize` runs in one transaction that is serialised per tenant (PostgreSQL: a
 transaction-scoped advisory lock on the tenant; SQLite: ``BEGIN IMMEDIATE``, which holds the
-database's write lock), so concurrent calls cannot both take the last of a budget. In it:
-expired holds are dropped; the department tier policy and every budget covering the call's
-owners are checked with :func:`p402.instrumentation.policy_rules.evaluate`, each budget as
-``spent + held + the call's bound ≤ cap``; an allowed or downgraded call leaves a hold of its
-bound, keyed by its event id.
+database's write lock), so concurrent calls cannot both take the last of a budget. In it: the
+department tier policy and every budget covering the call's owners are checked with
+:func:`p402.instrumentation.policy_rules.evaluate`, each budget as ``spent + held + the call's
+bound ≤ cap``; an allowed or downgraded call leaves a hold of its bound, keyed by its event
+id; expired holds are dropped. Given the caller's key, the same transaction checks the key is
+still live, so a key revoked or deleted by any process cannot reserve from then on.
 
-Holds are committed without waiting for the disk (SQLite ``synchronous=NORMAL``, PostgreSQL
-``synchronous_commit = off``, for this transaction only): a hold is a reservation of minutes,
-not a record, and a power cut can at worst forget the holds of the last moments (an
-application crash loses none). Events, and the ingest that releases holds, stay fully durable.
+The transaction is the ledger's hot path. It runs on the driver's own connection (from the
+engine's pool) with statements compiled once per dialect, and reads everything it decides
+from (the budgets and their figures, the event's hold, the policy, tier overrides, negotiated
+rates, the key) in one statement; on PostgreSQL the lock goes in the same round trip
+(psycopg's pipeline mode), then the hold with the commit: a pool checkout and two round
+trips.
+
+Durability. A hold is committed before it is answered, so it survives a crash of the P402
+server. It is committed without waiting for the disk (SQLite ``synchronous=NORMAL`` in WAL
+mode, PostgreSQL ``synchronous_commit = off``, for this transaction only): a crash of the
+machine itself (power, kernel), or of PostgreSQL, can forget the holds of the last moments
+(on PostgreSQL at most about three ``wal_writer_delay``, 0.6 s by default) — a hold is a
+reservation of minutes, not a record. Events, and the ingest that releases holds, stay fully
+durable.
 
 A hold counts against its owners' budgets until the event with that ``p402.event.id`` is
 ingested (:func:`release_batch`, called by the ingest transaction that writes the event, so the
@@ -32,23 +43,60 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from functools import lru_cache
+from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    Numeric,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    literal_column,
+    select,
+    text,
+    union_all,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import BindTyping
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import Label
 
+from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.policy_rules import BudgetView, evaluate
 from p402.instrumentation.tiers import tier_of
 from p402.instrumentation.usage import TokenUsage
-from p402.instrumentation.vocabulary import PolicyDecision, PolicyResult
-from p402.ledger.budgets import HOLDS, budget_states
+from p402.instrumentation.vocabulary import (
+    BudgetPeriod,
+    BudgetScope,
+    CapAction,
+    PolicyDecision,
+    PolicyResult,
+)
+from p402.ledger.budgets import HOLDS, covering_budgets
 from p402.ledger.costing import ledger_cost
-from p402.ledger.policies import department_policy, tier_overrides
-from p402.ledger.price_overrides import RateOverride, price_overrides
+from p402.ledger.keys import KEY_IS_LIVE
+from p402.ledger.policies import POLICY_OF, TIER_OVERRIDES_OF, tier_policy, tiers_of_rows
+from p402.ledger.price_overrides import PRICE_OVERRIDES_OF, RateOverride, rate_override
 
-__all__ = ["HOLD_TTL_MS", "Authorization", "CallToAuthorize", "authorize", "release_batch"]
+__all__ = [
+    "HOLD_TTL_MS",
+    "MAX_HOLD_PICOS",
+    "Authorization",
+    "CallToAuthorize",
+    "KeyNotLive",
+    "authorize",
+    "release_batch",
+]
 
 HOLD_TTL_MS: Final = 10 * 60 * 1000
 """How long a hold counts when its event does not arrive: 10 minutes."""
+MAX_HOLD_PICOS: Final = 10**18
+"""The largest hold, 1,000,000 USD: a call whose bound is larger is blocked (the ledger's
+integer picodollars keep sums of holds exact, far from their 64-bit limit)."""
 
 _LOCK_CLASS: Final = 0x42554447  # PostgreSQL advisory lock class of budget holds: "BUDG"
 _HELD_OWNERS: Final = ("department", "project", "employee", "session")
@@ -58,15 +106,33 @@ _RELEASE: Final = text(
 )
 _LOCK: Final = text(
     "SELECT pg_advisory_xact_lock(:lock_class, :tenant), "
-    "set_config('synchronous_commit', 'off', true)"
+    "set_config('synchronous_commit', 'off', true), "
+    "set_config('plan_cache_mode', 'force_generic_plan', true)"
 )
+"""PostgreSQL: the tenant's lock, a commit that does not wait for the disk, and the read's
+plan made once (prepared by psycopg after a few runs) rather than at every run."""
 _DELETE_EXPIRED: Final = delete(HOLDS).where(
     HOLDS.c.tenant_id == bindparam("tenant"), HOLDS.c.expires_ms <= bindparam("now")
 )
 _HOLD_OF_EVENT: Final = select(HOLDS.c.model, HOLDS.c.amount_picos, HOLDS.c.expires_ms).where(
     HOLDS.c.tenant_id == bindparam("tenant"), HOLDS.c.event_id == bindparam("event_id")
 )
-_INSERT_HOLD: Final = insert(HOLDS)
+_EXPIRED: Final = select(literal_column("1", Integer()).label("any")).where(
+    exists().where(HOLDS.c.tenant_id == bindparam("tenant"), HOLDS.c.expires_ms <= bindparam("now"))
+)
+_INSERT_HOLD: Final = insert(HOLDS).values(
+    tenant_id=bindparam("tenant"),
+    event_id=bindparam("event_id"),
+    model=bindparam("hold_model"),
+    amount_picos=bindparam("hold_picos"),
+    created_ms=bindparam("now"),
+    expires_ms=bindparam("hold_expires_ms"),
+    **{owner: bindparam(f"hold_{owner}") for owner in _HELD_OWNERS},
+)
+
+
+class KeyNotLive(Exception):
+    """The caller's key was revoked or deleted: nothing was held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,33 +161,193 @@ class Authorization:
     expires_ms: int | None
 
 
+# --- the transaction, on the driver's connection -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    """The statement with named parameters (``:name`` or ``%(name)s``)."""
+    constants: dict[str, Any]
+    """The values the statement itself binds (its literals)."""
+
+    def parameters(self, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {**params, **self.constants} if self.constants else params
+
+
+@lru_cache(maxsize=16)
+def _named_dialect(dialect: Dialect) -> Dialect:
+    """The kind of ``dialect`` with named parameters (the driver then takes one dict for
+    every statement, whatever it uses of it), and no casts written around them (the
+    statements compare them with columns of their own type): short statements, that the
+    driver keeps parsed."""
+    kind: Any = type(dialect)
+    named: Dialect = kind(paramstyle="pyformat" if dialect.paramstyle == "pyformat" else "named")
+    named.bind_typing = BindTyping.NONE
+    return named
+
+
+@lru_cache(maxsize=64)
+def _compiled(statement: ClauseElement, dialect: Dialect) -> _Compiled:
+    compiled = statement.compile(dialect=_named_dialect(dialect))
+    constants = {name: value for name, value in compiled.params.items() if value is not None}
+    return _Compiled(compiled.string, constants)
+
+
+class _Transaction:
+    """The statements of one serialised transaction on the driver's connection: SQLite holds
+    the write lock from the start (``BEGIN IMMEDIATE``); PostgreSQL takes the tenant's lock
+    in the same round trip as the first :meth:`read`, ahead of its statements."""
+
+    def __init__(self, driver: Any, dialect: Dialect, tenant_id: int) -> None:
+        self._driver = driver
+        self._dialect = dialect
+        self._pipelined = dialect.name == "postgresql"
+        self._before_first_read: list[tuple[ClauseElement, dict[str, int]]] = []
+        if self._pipelined:
+            lock = {"lock_class": _LOCK_CLASS, "tenant": tenant_id}
+            self._before_first_read.append((_LOCK, lock))
+        else:
+            driver.execute("PRAGMA synchronous=NORMAL")
+            driver.execute("BEGIN IMMEDIATE")
+
+    def _execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> Any:
+        compiled = _compiled(statement, self._dialect)
+        return self._driver.execute(compiled.sql, compiled.parameters(params))
+
+    def read(self, statement: ClauseElement, params: Mapping[str, Any]) -> list[Any]:
+        """The rows of ``statement``."""
+        first, self._before_first_read = self._before_first_read, []
+        if self._pipelined:
+            with self._driver.pipeline():
+                for lock, lock_params in first:
+                    self._execute(lock, lock_params)
+                cursor = self._execute(statement, params)
+        else:
+            cursor = self._execute(statement, params)
+        rows: list[Any] = cursor.fetchall()
+        return rows
+
+    def write_and_commit(
+        self, statements: Sequence[ClauseElement | None], params: Mapping[str, Any]
+    ) -> None:
+        """Run ``statements`` (``None``: nothing) and commit, in one round trip on
+        PostgreSQL."""
+        if self._pipelined:
+            with self._driver.pipeline():
+                for statement in statements:
+                    if statement is not None:
+                        self._execute(statement, params)
+                self._driver.commit()
+        else:
+            for statement in statements:
+                if statement is not None:
+                    self._execute(statement, params)
+            self._driver.commit()
+
+
 @contextmanager
-def _tenant_transaction(engine: Engine, tenant_id: int) -> Iterator[Connection]:
+def _tenant_transaction(engine: Engine, tenant_id: int) -> Iterator[_Transaction]:
     """A transaction no other authorisation of the tenant runs beside, committed without
-    waiting for the disk (see the module docstring)."""
-    with engine.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            connection.exec_driver_sql("PRAGMA synchronous=NORMAL")
+    waiting for the disk (see the module docstring); it commits with
+    :meth:`_Transaction.write_and_commit` and rolls back otherwise."""
+    pooled = engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        assert driver is not None
         try:
-            if sqlite:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                connection.execute(_LOCK, {"lock_class": _LOCK_CLASS, "tenant": tenant_id})
-            yield connection
-            connection.commit()
+            yield _Transaction(driver, engine.dialect, tenant_id)
         except BaseException:
-            connection.rollback()
+            driver.rollback()
             raise
         finally:
-            if sqlite:  # the pooled connection goes back with the ledger's own setting
-                connection.exec_driver_sql("PRAGMA synchronous=FULL")
-                connection.commit()
+            if engine.dialect.name == "sqlite":  # back to the ledger's own setting
+                driver.execute("PRAGMA synchronous=FULL")
+    finally:
+        pooled.close()
 
 
 def release_batch(connection: Connection, tenant_id: int, batch: str) -> None:
     """Drop the holds of the events one ingest transaction wrote (in that transaction)."""
     connection.execute(_RELEASE, {"tenant": tenant_id, "batch": batch})
+
+
+# --- the one read ---------------------------------------------------------------------------
+
+
+def _is_number(column: Any) -> bool:
+    return isinstance(column.type, Integer | Numeric)
+
+
+def _unlabelled(column: Any) -> Any:
+    return column.element if isinstance(column, Label) else column
+
+
+_NULL: Final[Any] = literal_column("NULL")
+_NULL_TEXT: Final[Any] = literal_column("CAST(NULL AS VARCHAR)")
+_NULL_NUMBER: Final[Any] = literal_column("CAST(NULL AS NUMERIC)")
+
+
+@dataclass(frozen=True, slots=True)
+class _OneRead:
+    """The rows of several selects, each of its own kind, read by one statement: each row is
+    its kind, then the select's text columns and its number columns, padded with NULLs to a
+    shape all share (so they go in one ``UNION ALL``: one statement to run, one round trip).
+    A first branch that returns no row gives every column its type; the statement stays
+    short enough for the driver to keep its parsed form."""
+
+    statement: Any
+    names: Mapping[str, tuple[list[str], list[str]]]
+    """Kind → its select's text and number column names."""
+    width: int
+    """How many text columns every row has."""
+
+    @classmethod
+    @lru_cache(maxsize=64)
+    def of(cls, kinds: tuple[tuple[str, Any], ...]) -> _OneRead:
+        shapes = {
+            kind: (
+                [c for c in select_.selected_columns if not _is_number(c)],
+                [c for c in select_.selected_columns if _is_number(c)],
+            )
+            for kind, select_ in kinds
+        }
+        texts_width = max(len(texts) for texts, _ in shapes.values())
+        numbers_width = max(len(numbers) for _, numbers in shapes.values())
+        typed = [_NULL_TEXT] * (1 + texts_width) + [_NULL_NUMBER] * numbers_width
+        branches = [select(*typed).where(literal_column("1") == literal_column("0"))]
+        for kind, select_ in kinds:
+            texts, numbers = shapes[kind]
+            branches.append(
+                select_.order_by(None).with_only_columns(
+                    literal_column(f"'{kind}'"),
+                    *map(_unlabelled, texts),
+                    *[_NULL] * (texts_width - len(texts)),
+                    *map(_unlabelled, numbers),
+                    *[_NULL] * (numbers_width - len(numbers)),
+                )
+            )
+        names = {
+            kind: ([c.key for c in texts], [c.key for c in numbers])
+            for kind, (texts, numbers) in shapes.items()
+        }
+        return cls(union_all(*branches), names, texts_width)
+
+    def rows(self, rows: Sequence[Sequence[Any]]) -> dict[str, list[dict[str, Any]]]:
+        """The rows by kind, each by its select's column names (numbers as ``int``)."""
+        found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in self.names}
+        first_number = 1 + self.width
+        for row in rows:
+            kind = row[0]
+            texts, numbers = self.names[kind]
+            values = dict(zip(texts, row[1:first_number], strict=False))
+            for name, number in zip(numbers, row[first_number:], strict=False):
+                values[name] = None if number is None else int(number)
+            found[kind].append(values)
+        return found
+
+
+# --- the decision --------------------------------------------------------------------------
 
 
 def _bound_of(
@@ -140,66 +366,94 @@ def _bound_of(
     return priced
 
 
-def authorize(engine: Engine, tenant_id: int, call: CallToAuthorize, now_ms: int) -> Authorization:
-    """Decide ``call`` and, unless it is blocked, hold its bound; see the module docstring."""
-    prices = price_overrides(engine, tenant_id)
-    with _tenant_transaction(engine, tenant_id) as connection:
-        connection.execute(_DELETE_EXPIRED, {"tenant": tenant_id, "now": now_ms})
-        held = (
-            connection.execute(_HOLD_OF_EVENT, {"tenant": tenant_id, "event_id": call.event_id})
-            .mappings()
-            .first()
-        )
-        if held is not None:
-            same = held["model"] == call.model
+def _budget_view(row: Mapping[str, Any], spent_picos: int, held_picos: int) -> BudgetView:
+    """A covering budget (:meth:`p402.ledger.budgets.CoveringBudgets.figures`)."""
+    return BudgetView(
+        scope=BudgetScope(row["scope"]),
+        name=row["name"],
+        period=BudgetPeriod(row["period"]),
+        cap_picos=row["cap_picos"],
+        used_picos=spent_picos + held_picos,
+        action=CapAction(row["action_at_cap"]),
+        downgrade_model=row["downgrade_model"],
+    )
+
+
+def authorize(
+    engine: Engine,
+    tenant_id: int,
+    call: CallToAuthorize,
+    now_ms: int,
+    *,
+    key_id: str | None = None,
+) -> Authorization:
+    """Decide ``call`` and, unless it is blocked, hold its bound; see the module docstring.
+    With ``key_id`` (the caller's key), raises :class:`KeyNotLive` when that key is no longer
+    live, holding nothing."""
+    covering = covering_budgets(tenant_id, call.owners, now_ms)
+    department = call.owners.get("department")
+    params = {**covering.params, "event_id": call.event_id, "department": department}
+    params["key_id"] = key_id
+    kinds = [
+        *covering.statements.items(),
+        ("hold", _HOLD_OF_EVENT),
+        ("expired", _EXPIRED),
+        ("tier", TIER_OVERRIDES_OF),
+        ("price", PRICE_OVERRIDES_OF),
+    ]
+    if department:
+        kinds.append(("policy", POLICY_OF))
+    if key_id is not None:
+        kinds.append(("key", KEY_IS_LIVE))
+    read = _OneRead.of(tuple(kinds))
+    with _tenant_transaction(engine, tenant_id) as transaction:
+        found = read.rows(transaction.read(read.statement, params))
+        if key_id is not None and not found["key"]:
+            raise KeyNotLive(key_id)
+        # Expired holds no longer count; they are deleted with this transaction's write.
+        cleanup = _DELETE_EXPIRED if found["expired"] else None
+        held = [hold for hold in found["hold"] if hold["expires_ms"] > now_ms]
+        if held:
+            transaction.write_and_commit([cleanup], params)
+            model, same = held[0]["model"], held[0]["model"] == call.model
             return Authorization(
                 call.event_id,
                 PolicyDecision.ALLOW if same else PolicyDecision.DOWNGRADE,
                 PolicyResult.ALLOWED if same else PolicyResult.DOWNGRADED,
-                held["model"],
+                model,
                 "already authorised",
-                int(held["amount_picos"]),
-                int(held["expires_ms"]),
+                held[0]["amount_picos"],
+                held[0]["expires_ms"],
             )
-        budgets = [
-            BudgetView(
-                scope=state.scope,
-                name=state.name,
-                period=state.period,
-                cap_picos=state.cap_picos,
-                used_picos=state.spent_picos + state.held_picos,
-                action=state.action_at_cap,
-                downgrade_model=state.downgrade_model,
-            )
-            for state in budget_states(connection, tenant_id, now_ms, owners=call.owners)
-        ]
-        overrides = tier_overrides(connection, tenant_id)
+        overrides = tiers_of_rows((row["model"], row["tier"]) for row in found["tier"])
+        prices = tuple(rate_override(row) for row in sorted(found["price"], key=lambda r: -r["id"]))
+        policies = found.get("policy")
         verdict = evaluate(
             call.model,
-            policy=department_policy(connection, tenant_id, call.owners.get("department")),
+            policy=tier_policy(policies[0]) if policies else None,
             tier=lambda model: tier_of(model, overrides),
-            budgets=budgets,
+            budgets=[_budget_view(*figures) for figures in covering.figures(found)],
             cost_of=lambda model: _bound_of(call, model, now_ms, prices),
         )
         if not verdict.allowed:
+            transaction.write_and_commit([cleanup], params)
             return Authorization(
                 call.event_id, verdict.decision, verdict.result, verdict.model, verdict.reason,
                 None, None,
             )  # fmt: skip
         hold = verdict.cost_picos or 0
+        if hold > MAX_HOLD_PICOS:
+            transaction.write_and_commit([cleanup], params)
+            largest = usd_str(from_picos(MAX_HOLD_PICOS))
+            reason = f"the call's bound is more than the largest hold ({largest} USD)"
+            return Authorization(
+                call.event_id, PolicyDecision.BLOCK, PolicyResult.BLOCKED, call.model, reason,
+                None, None,
+            )  # fmt: skip
         expires = now_ms + HOLD_TTL_MS
-        connection.execute(
-            _INSERT_HOLD,
-            {
-                "tenant_id": tenant_id,
-                "event_id": call.event_id,
-                "model": verdict.model,
-                "amount_picos": hold,
-                "created_ms": now_ms,
-                "expires_ms": expires,
-                **{owner: call.owners.get(owner) or None for owner in _HELD_OWNERS},
-            },
-        )
+        params.update(hold_model=verdict.model, hold_picos=hold, hold_expires_ms=expires)
+        params.update({f"hold_{owner}": call.owners.get(owner) or None for owner in _HELD_OWNERS})
+        transaction.write_and_commit([cleanup, _INSERT_HOLD], params)
         return Authorization(
             call.event_id,
             verdict.decision,

@@ -10,11 +10,13 @@ import base64
 import binascii
 import hashlib
 import secrets
+import threading
+import weakref
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy import Engine, Row, and_, or_, select, update
+from sqlalchemy import Engine, Row, and_, bindparam, or_, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
@@ -22,6 +24,7 @@ from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import ApiKey, Tenant
 
 __all__ = [
+    "KEY_IS_LIVE",
     "KEY_PREFIX",
     "Identity",
     "InvalidKeyCursor",
@@ -29,9 +32,11 @@ __all__ = [
     "Role",
     "create_key",
     "ensure_tenant",
+    "forget_identity",
     "get_key",
     "hash_key",
     "list_keys",
+    "remembered_identity",
     "resolve_key",
     "revoke_key",
     "tenant_id",
@@ -94,20 +99,64 @@ def create_key(engine: Engine, *, tenant: str, role: Role) -> tuple[Identity, st
         return Identity(row.id, tenant_row.id, role, row.key_hash), key
 
 
+_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
+_TENANTS = Tenant.__table__  # type: ignore[attr-defined]
+_LIVE_KEY_BY_HASH: Final = select(
+    _KEYS.c.id, _KEYS.c.tenant_id, _KEYS.c.role, _KEYS.c.key_hash
+).where(_KEYS.c.key_hash == bindparam("key_hash"), _KEYS.c.revoked_ms.is_(None))
+
+
 def resolve_key(engine: Engine, key: str) -> Identity | None:
     """The identity of a live key, or ``None`` for an unknown or revoked one."""
-    table = ApiKey.__table__  # type: ignore[attr-defined]
     with engine.connect() as connection:
-        row = connection.execute(
-            select(table.c.id, table.c.tenant_id, table.c.role, table.c.key_hash).where(
-                table.c.key_hash == hash_key(key), table.c.revoked_ms.is_(None)
-            )
-        ).first()
+        row = connection.execute(_LIVE_KEY_BY_HASH, {"key_hash": hash_key(key)}).first()
     return Identity(row.id, row.tenant_id, Role(row.role), row.key_hash) if row else None
 
 
-_KEYS = ApiKey.__table__  # type: ignore[attr-defined]
-_TENANTS = Tenant.__table__  # type: ignore[attr-defined]
+KEY_IS_LIVE: Final = select(_KEYS.c.id).where(
+    _KEYS.c.id == bindparam("key_id"),
+    _KEYS.c.tenant_id == bindparam("tenant"),
+    _KEYS.c.revoked_ms.is_(None),
+)
+"""One row while the key ``key_id`` of tenant ``tenant`` is live (not revoked, not deleted)."""
+
+
+# --- identities remembered by key hash -------------------------------------------------------
+
+_REMEMBERED_MAX: Final = 1024
+_remembered: weakref.WeakKeyDictionary[Engine, dict[str, Identity]] = weakref.WeakKeyDictionary()
+_remembered_lock = threading.Lock()
+
+
+def remembered_identity(engine: Engine, key: str) -> Identity | None:
+    """:func:`resolve_key`, remembered per engine by the key's hash, for a caller that checks
+    the key is still live (:data:`KEY_IS_LIVE`) in the transaction that acts on it.
+
+    What is remembered (a key's id, tenant and role) never changes for a key; whether the key
+    is still live does, which is why the caller checks that itself: a key revoked or deleted,
+    by this process or any other, is refused from the next transaction on. Unknown keys are
+    not remembered (another process may create them)."""
+    key_hash = hash_key(key)
+    remembered = _remembered.get(engine)
+    if remembered is not None and (identity := remembered.get(key_hash)) is not None:
+        return identity
+    identity = resolve_key(engine, key)
+    if identity is not None:
+        with _remembered_lock:
+            remembered = _remembered.setdefault(engine, {})
+            if len(remembered) >= _REMEMBERED_MAX:
+                remembered.clear()
+            remembered[key_hash] = identity
+    return identity
+
+
+def forget_identity(engine: Engine, key_id: str) -> None:
+    """Forget what :func:`remembered_identity` remembers of the key ``key_id``."""
+    with _remembered_lock:
+        remembered = _remembered.get(engine)
+        if remembered:
+            for key_hash in [h for h, i in remembered.items() if i.key_id == key_id]:
+                del remembered[key_hash]
 
 
 def tenant_id(engine: Engine, name: str) -> int | None:
@@ -209,4 +258,5 @@ def revoke_key(engine: Engine, tenant_id: int, key_id: str) -> KeyInfo | None:
             .where(c.tenant_id == tenant_id, c.id == key_id, c.revoked_ms.is_(None))
             .values(revoked_ms=now_ms())
         )
+    forget_identity(engine, key_id)
     return get_key(engine, tenant_id, key_id)

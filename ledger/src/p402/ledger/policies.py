@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Connection, RowMapping, bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from p402.instrumentation.money import from_picos, usd_str
@@ -27,6 +27,8 @@ from p402.ledger.models import DepartmentPolicy, ModelTierOverride
 
 __all__ = [
     "DEFAULT_REFRESH_SECONDS",
+    "POLICY_OF",
+    "TIER_OVERRIDES_OF",
     "InvalidPolicy",
     "PolicySnapshot",
     "PolicySpec",
@@ -37,6 +39,8 @@ __all__ = [
     "put_policies",
     "put_tier_overrides",
     "tier_overrides",
+    "tier_policy",
+    "tiers_of_rows",
 ]
 
 POLICIES = DepartmentPolicy.__table__  # type: ignore[attr-defined]
@@ -57,18 +61,31 @@ def _insert(connection: Connection) -> Any:
 # --- tier overrides ------------------------------------------------------------------------
 
 
-_TIER_OVERRIDES_OF: Final = select(TIER_OVERRIDES.c.model, TIER_OVERRIDES.c.tier).where(
+TIER_OVERRIDES_OF: Final = select(TIER_OVERRIDES.c.model, TIER_OVERRIDES.c.tier).where(
     TIER_OVERRIDES.c.tenant_id == bindparam("tenant")
 )
-_POLICY_OF: Final = select(POLICIES).where(
+"""Tenant ``tenant``'s tier overrides: ``(model, tier)`` rows (:func:`tiers_of_rows`)."""
+_POLICY_COLUMNS: Final = (
+    POLICIES.c.department,
+    POLICIES.c.min_model,
+    POLICIES.c.max_model,
+    POLICIES.c.routing,
+)
+POLICY_OF: Final = select(*_POLICY_COLUMNS).where(
     POLICIES.c.tenant_id == bindparam("tenant"), POLICIES.c.department == bindparam("department")
 )
+"""The policy of department ``department`` of tenant ``tenant``: one row
+(:func:`tier_policy`) or none."""
+
+
+def tiers_of_rows(rows: Iterable[Sequence[Any]]) -> dict[str, ModelTier]:
+    """Rows of :data:`TIER_OVERRIDES_OF` as model name → tier."""
+    return {model: ModelTier(tier) for model, tier in rows}
 
 
 def tier_overrides(connection: Connection, tenant_id: int) -> dict[str, ModelTier]:
     """The tenant's own model tiers (model name → tier)."""
-    rows = connection.execute(_TIER_OVERRIDES_OF, {"tenant": tenant_id})
-    return {model: ModelTier(tier) for model, tier in rows}
+    return tiers_of_rows(connection.execute(TIER_OVERRIDES_OF, {"tenant": tenant_id}))
 
 
 def put_tier_overrides(
@@ -185,7 +202,8 @@ def put_policies(
         )
 
 
-def _tier_policy(row: RowMapping) -> TierPolicy:
+def tier_policy(row: Mapping[Any, Any]) -> TierPolicy:
+    """A row of :data:`POLICY_OF`, by column name."""
     return TierPolicy(
         department=row["department"],
         min_model=row["min_model"],
@@ -197,9 +215,11 @@ def _tier_policy(row: RowMapping) -> TierPolicy:
 def list_policies(connection: Connection, tenant_id: int) -> list[TierPolicy]:
     """The tenant's department policies, by department."""
     rows = connection.execute(
-        select(POLICIES).where(POLICIES.c.tenant_id == tenant_id).order_by(POLICIES.c.department)
-    ).mappings()
-    return [_tier_policy(row) for row in rows]
+        select(*_POLICY_COLUMNS)
+        .where(POLICIES.c.tenant_id == tenant_id)
+        .order_by(POLICIES.c.department)
+    )
+    return [tier_policy(row._mapping) for row in rows]
 
 
 def department_policy(
@@ -208,12 +228,8 @@ def department_policy(
     """The policy of ``department``, if it has one."""
     if not department:
         return None
-    row = (
-        connection.execute(_POLICY_OF, {"tenant": tenant_id, "department": department})
-        .mappings()
-        .first()
-    )
-    return _tier_policy(row) if row else None
+    row = connection.execute(POLICY_OF, {"tenant": tenant_id, "department": department}).first()
+    return tier_policy(row._mapping) if row else None
 
 
 def policy_json(policy: TierPolicy, overrides: Mapping[str, ModelTier]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, insert, select
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, insert, select
 
 from p402.instrumentation.money import parse_usd, usd_str
 from p402.instrumentation.pricing import NegotiatedRates
@@ -18,12 +18,14 @@ from p402.ledger.models import PriceOverride
 
 __all__ = [
     "MAX_PRICE_OVERRIDES",
+    "PRICE_OVERRIDES_OF",
     "InvalidPriceOverride",
     "PriceOverrideSpec",
     "RateOverride",
     "add_price_override",
     "list_price_overrides",
     "price_overrides",
+    "rate_override",
     "rates_for",
     "read_price_overrides",
     "replace_price_overrides",
@@ -60,30 +62,36 @@ def _amount(value: str | None) -> Decimal | None:
     return None if value is None else parse_usd(value)
 
 
+PRICE_OVERRIDES_OF: Final = (
+    select(_OVERRIDES)
+    .where(_OVERRIDES.c.tenant_id == bindparam("tenant"))
+    .order_by(_OVERRIDES.c.id.desc())
+)
+"""The rows of tenant ``tenant``'s overrides, most recently added first."""
+
+
+def rate_override(row: Mapping[Any, Any]) -> RateOverride:
+    """One row of :data:`PRICE_OVERRIDES_OF`."""
+    return RateOverride(
+        id=row["id"],
+        provider=row["provider"],
+        model=row["model"],
+        rates=NegotiatedRates(
+            input_per_mtok=parse_usd(row["input_per_mtok"]),
+            output_per_mtok=parse_usd(row["output_per_mtok"]),
+            cache_read_per_mtok=_amount(row["cache_read_per_mtok"]),
+            cache_write_per_mtok=_amount(row["cache_write_per_mtok"]),
+        ),
+        valid_from_ms=row["valid_from_ms"],
+        valid_to_ms=row["valid_to_ms"],
+    )
+
+
 def price_overrides(engine: Engine, tenant_id: int) -> tuple[RateOverride, ...]:
     """The tenant's overrides, most recently added first (the first that applies wins)."""
     with engine.connect() as connection:
-        rows = connection.execute(
-            select(_OVERRIDES)
-            .where(_OVERRIDES.c.tenant_id == tenant_id)
-            .order_by(_OVERRIDES.c.id.desc())
-        ).mappings()
-        return tuple(
-            RateOverride(
-                id=row["id"],
-                provider=row["provider"],
-                model=row["model"],
-                rates=NegotiatedRates(
-                    input_per_mtok=parse_usd(row["input_per_mtok"]),
-                    output_per_mtok=parse_usd(row["output_per_mtok"]),
-                    cache_read_per_mtok=_amount(row["cache_read_per_mtok"]),
-                    cache_write_per_mtok=_amount(row["cache_write_per_mtok"]),
-                ),
-                valid_from_ms=row["valid_from_ms"],
-                valid_to_ms=row["valid_to_ms"],
-            )
-            for row in rows
-        )
+        rows = connection.execute(PRICE_OVERRIDES_OF, {"tenant": tenant_id}).mappings()
+        return tuple(rate_override(row) for row in rows)
 
 
 def rates_for(

@@ -11,14 +11,24 @@ from typing import Any, Final
 
 from litestar import Request, Response, get, post, put
 from litestar.datastructures import State
+from sqlalchemy import Engine
 
+from p402.api.auth import invalid_key, needed_role, presented_key, remembered_caller
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
+from p402.api.openapi_bodies import AUTHORIZATION, POLICIES
 from p402.api.routes.budgets import json_items
 from p402.instrumentation.money import from_picos, parse_usd, to_picos, usd_str
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
 from p402.ledger import clock
-from p402.ledger.holds import Authorization, CallToAuthorize, authorize
+from p402.ledger.holds import (
+    MAX_HOLD_PICOS,
+    Authorization,
+    CallToAuthorize,
+    KeyNotLive,
+    authorize,
+)
+from p402.ledger.keys import Role, forget_identity
 from p402.ledger.policies import (
     DEFAULT_REFRESH_SECONDS,
     InvalidPolicy,
@@ -34,6 +44,7 @@ from p402.ledger.policies import (
 __all__ = ["get_policies", "get_policy_snapshot", "post_authorize", "put_policy"]
 
 REFRESH_VARIABLE: Final = "P402_POLICY_REFRESH_SECONDS"
+_MAX_TOKENS: Final = 2**31 - 1
 _AUTHORIZE_FIELDS: Final = frozenset(
     {
         "event_id",
@@ -74,7 +85,14 @@ def _write_policies(engine: LedgerEngine, tenant_id: int, items: list[Any]) -> N
         raise ApiError(400, "invalid_policy", str(error)) from None
 
 
-@put("/v1/policies", opt={"role": "admin"}, tags=["policies"], status_code=200)
+@put(
+    "/v1/policies",
+    opt={"role": "admin"},
+    tags=["policies"],
+    status_code=200,
+    operation_class=POLICIES.operation_class,
+    responses=POLICIES.responses,
+)
 async def put_policy(
     request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
 ) -> dict[str, Any]:
@@ -127,8 +145,10 @@ def _count(body: Mapping[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ApiError(400, "invalid_authorization", f"{name}: a whole number of tokens")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS:
+        raise ApiError(
+            400, "invalid_authorization", f"{name}: a whole number of tokens, up to {_MAX_TOKENS}"
+        )
     return value
 
 
@@ -148,12 +168,14 @@ def _call(body: object) -> CallToAuthorize:
         raise ApiError(400, "invalid_authorization", "event_id: at most 64 characters")
     owners = body.get("owner") or {}
     if not isinstance(owners, Mapping) or not all(
-        key in OWNER_DIMENSIONS and isinstance(value, str) for key, value in owners.items()
+        key in OWNER_DIMENSIONS and isinstance(value, str) and len(value) <= 200
+        for key, value in owners.items()
     ):
         raise ApiError(
             400,
             "invalid_authorization",
-            f"owner: an object of owner dimensions ({', '.join(OWNER_DIMENSIONS)}) → names",
+            f"owner: an object of owner dimensions ({', '.join(OWNER_DIMENSIONS)}) → names"
+            " (at most 200 characters)",
         )
     max_cost = None
     if body.get("max_cost_usd") is not None:
@@ -164,6 +186,9 @@ def _call(body: object) -> CallToAuthorize:
         if amount < 0:
             raise ApiError(400, "invalid_authorization", "max_cost_usd: must not be negative")
         max_cost = to_picos(amount)
+        if max_cost > MAX_HOLD_PICOS:
+            most = usd_str(from_picos(MAX_HOLD_PICOS))
+            raise ApiError(400, "invalid_authorization", f"max_cost_usd: at most {most}")
     call = CallToAuthorize(
         event_id=event_id,
         model=model,
@@ -194,9 +219,35 @@ def _authorization_json(answer: Authorization) -> dict[str, Any]:
     }
 
 
-@post("/v1/authorize", opt={"role": "ingest"}, tags=["policies"], status_code=200)
+def _authorize(
+    engine: Engine, key: str | None, needed: Role | None, body: bytes, now_ms: int
+) -> dict[str, Any]:
+    """All of ``POST /v1/authorize`` past reading the request, in one worker call: the
+    caller's key (remembered; checked live in the authorisation's own transaction), the body,
+    the decision and its hold."""
+    identity = remembered_caller(engine, key, needed)
+    items = json_items(body)
+    if len(items) != 1:
+        raise ApiError(400, "invalid_authorization", "the body is one JSON object")
+    call = _call(items[0])
+    try:
+        answer = authorize(engine, identity.tenant_id, call, now_ms, key_id=identity.key_id)
+    except KeyNotLive:
+        forget_identity(engine, identity.key_id)
+        raise invalid_key() from None
+    return _authorization_json(answer)
+
+
+@post(
+    "/v1/authorize",
+    opt={"role": "ingest"},
+    tags=["policies"],
+    status_code=200,
+    operation_class=AUTHORIZATION.operation_class,
+    responses=AUTHORIZATION.responses,
+)
 async def post_authorize(
-    request: Request[object, object, State], engine: LedgerEngine, identity: CallerIdentity
+    request: Request[object, object, State], engine: LedgerEngine
 ) -> dict[str, Any]:
     """Decide a call before it is sent and reserve its maximum cost (strict enforcement).
 
@@ -207,11 +258,8 @@ async def post_authorize(
     ``reason``, and the hold made (``hold_usd``, ``expires_at``); the hold is released when
     the event is ingested.
     """
-    items = json_items(await request.body())
-    if len(items) != 1:
-        raise ApiError(400, "invalid_authorization", "the body is one JSON object")
-    call = _call(items[0])
-    answer = await request.app.state.run_sync(
-        authorize, engine, identity.tenant_id, call, clock.now_ms()
+    body = await request.body()
+    answer: dict[str, Any] = await request.app.state.run_sync(
+        _authorize, engine, presented_key(request), needed_role(request), body, clock.now_ms()
     )
-    return _authorization_json(answer)
+    return answer
