@@ -357,6 +357,17 @@ def test_authorize_decides_holds_and_releases_at_ingest(client, keys, monkeypatc
         ({"event_id": "e", "model": "gpt-5", "max_output_tokens": -1}, "max_output_tokens"),
         ({"event_id": "e", "model": "gpt-5", "max_cost_usd": "1", "owner": {"x": "y"}}, "owner"),
         ({"event_id": "e", "model": "gpt-5", "max_cost_usd": "1", "extra": 1}, "unknown"),
+        ({"event_id": "e", "model": "gpt-5", "max_cost_usd": "1000000.000000000001"}, "at most"),
+        ({"event_id": "e", "model": "gpt-5", "max_output_tokens": 2**31}, "up to"),
+        (
+            {
+                "event_id": "e",
+                "model": "gpt-5",
+                "max_cost_usd": "1",
+                "owner": {"project": "p" * 201},
+            },
+            "200 characters",
+        ),
     ],
 )
 def test_invalid_authorizations_answer_400(client, keys, body, message):
