@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from p402.instrumentation import ConfigurationError
-from p402.instrumentation._spool import SpoolingSpanExporter
+from p402.instrumentation._spool import SpoolingSpanExporter, _pool_for
 from p402.instrumentation.config import DEFAULT_SPOOL_MAX_BYTES, P402Config
 
 SPOOL_LOGGER = "p402.instrumentation._spool"
@@ -393,3 +394,16 @@ def _finished_spans(name: str) -> list[Any]:
         pass
     provider.shutdown()
     return list(memory.get_finished_spans())
+
+
+def test_the_exporter_goes_through_the_proxy_the_environment_names(monkeypatch):
+    for name in list(os.environ):
+        if name.lower() in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    through_proxy = _pool_for("https://p402.example.com/v1/traces")
+    assert isinstance(through_proxy, urllib3.ProxyManager)
+    assert (through_proxy.proxy.host, through_proxy.proxy.port) == ("proxy.example", 3128)
+    assert not isinstance(_pool_for("https://127.0.0.1:4318/v1/traces"), urllib3.ProxyManager)
+    assert not isinstance(_pool_for("http://p402.example.com/v1/traces"), urllib3.ProxyManager)

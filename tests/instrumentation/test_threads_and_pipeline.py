@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from p402.instrumentation import P402Instrumentor, current_owner, owner
+from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.providers import ProviderRegistry
 
 
@@ -75,3 +76,20 @@ def test_the_anthropic_sdks_own_spans_do_not_make_a_second_event(spans, standin)
     assert any("gen_ai.request.model" in (span.attributes or {}) for span in sdk_spans)
     (event,) = spans.all()
     assert (event.attributes or {})["gen_ai.response.id"] == "msg_01TD1GKJuDa6ZrY4zkYPcA4s"
+
+
+def test_a_job_the_recorder_thread_submits_runs_at_once_and_flush_waits_for_it():
+    recorder = Recorder(interval=60.0)
+    order: list[str] = []
+
+    def outer() -> None:
+        order.append("outer starts")
+        recorder.submit(lambda: order.append("inner"))
+        order.append("outer ends")
+
+    try:
+        recorder.submit(outer)
+        assert recorder.flush(5.0)
+        assert order == ["outer starts", "inner", "outer ends"]
+    finally:
+        recorder.shutdown()

@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from opentelemetry import context
 
+from p402.instrumentation._json import load_json
 from p402.instrumentation._pipeline import EventSink
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.config import P402Config
@@ -68,6 +70,7 @@ from p402.instrumentation.vocabulary import (
     GEN_AI_USAGE_OUTPUT_TOKENS,
     GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
     HTTP_RESPONSE_STATUS_CODE,
+    OWNER_DIMENSIONS,
     P402_ATTEMPT,
     P402_COST_EVIDENCE,
     P402_EVENT_ID,
@@ -83,6 +86,7 @@ from p402.instrumentation.vocabulary import (
     ApiFormat,
     CostEvidence,
     CostSource,
+    Operation,
     PolicyResult,
     UsageEvidence,
     owner_attribute,
@@ -94,9 +98,24 @@ if TYPE_CHECKING:
 __all__ = ["Exchange", "Meter", "load_json", "replace_request_body"]
 
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
+_RETRY_COUNT_HEADER: Final = RETRY_COUNT_HEADER.encode()
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STREAM_FLAG = b'"stream"'
 _USAGE_ASKED = (b'"include_usage":true', b'"include_usage": true')
+
+# Attribute values as plain strings, looked up once rather than per event.
+_VALUES: Final[dict[StrEnum, str]] = {
+    member: member.value
+    for vocabulary in (Operation, PolicyResult, UsageEvidence)
+    for member in vocabulary
+}
+_OWNER_ATTRIBUTES: Final = {dimension: owner_attribute(dimension) for dimension in OWNER_DIMENSIONS}
+_NO_USAGE: Final = TokenUsage()
+_UNPRICED: Final = CostEvidence.UNPRICED.value
+_COMPUTED: Final = CostEvidence.COMPUTED.value
+_PROVIDER_REPORTED: Final = CostEvidence.PROVIDER_REPORTED.value
+_LOCAL_SOURCE: Final = CostSource.LOCAL.value
+_PROVIDER_SOURCE: Final = CostSource.PROVIDER.value
 
 
 class HttpRequest(Protocol):
@@ -108,15 +127,6 @@ class HttpRequest(Protocol):
     def headers(self) -> Any: ...
     @property
     def content(self) -> bytes: ...
-
-
-def load_json(data: bytes) -> Mapping[str, Any] | None:
-    """A JSON object with exact decimals, or ``None`` when ``data`` is not one."""
-    try:
-        value = json.loads(data, parse_float=Decimal)
-    except ValueError:
-        return None
-    return value if isinstance(value, Mapping) else None
 
 
 def _request_content(request: HttpRequest) -> bytes:
@@ -140,9 +150,19 @@ def _asks_for_stream_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
-def _attempt(headers: Mapping[str, str]) -> int:
-    value = headers.get(RETRY_COUNT_HEADER)
-    return int(value) if value is not None and value.isdigit() else 0
+def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
+    """The attempt a request's retry-count header names (0 without one), and whether it
+    carries OpenTelemetry baggage. Read from the raw pairs: asking the headers by name
+    would first have them work out their text encoding, which costs more than this."""
+    attempt: bytes | None = None
+    baggage = False
+    for key, value in raw:
+        name = key.lower()
+        if name == _RETRY_COUNT_HEADER:
+            attempt = value if attempt is None else b","  # repeated: no single count
+        elif name == b"baggage":
+            baggage = True
+    return (int(attempt) if attempt is not None and attempt.isdigit() else 0), baggage
 
 
 class Meter:
@@ -163,30 +183,35 @@ class Meter:
         self.enforcer = enforcer
         self.registry = ProviderRegistry(config.providers)
         self.price_version = price_version()
+        self.privacy_mode = config.privacy_mode.value
+        self.captures_content = content.captures_content
+        self.has_owner_defaults = bool(config.owner_defaults)
 
     def begin(self, request: HttpRequest) -> Exchange | None:
         url = request.url
-        route = self.registry.match(str(url), url.host, url.path)
+        path = url.path
+        route = self.registry.match(str(url), url.host, path)
         if route is None:
             return None
         exchange_format = FORMATS.get(route.format)
         if exchange_format is None:
             return None
-        endpoint = exchange_format.endpoint(url.path)
+        endpoint = exchange_format.endpoint(path)
         if endpoint is None:
             return None
         headers = request.headers
+        attempt, baggage = _read_headers(headers.raw)
         # Owner context never travels to a provider, not even through OTel baggage.
-        if "baggage" in headers:
+        if baggage:
             del headers["baggage"]
-        exchange = Exchange(self, route, exchange_format, endpoint, url, headers)
+        exchange = Exchange(self, route, exchange_format, endpoint, url, path, attempt)
         content = _request_content(request)
         if (
             endpoint is CHAT_COMPLETIONS
             and route.format is ApiFormat.OPENAI
             and self.config.include_stream_usage
-            and _STREAM_FLAG in content
-            and not any(flag in content for flag in _USAGE_ASKED)
+            and content.find(_STREAM_FLAG) != -1
+            and all(content.find(flag) == -1 for flag in _USAGE_ASKED)
         ):
             body = load_json(content) or {}
             if body.get("stream") is True and not _asks_for_stream_usage(body):
@@ -220,14 +245,13 @@ class Exchange:
         "path",
         "policy_reason",
         "policy_result",
-        "port",
         "refusal",
         "request_body",
         "request_content",
         "reservation",
         "route",
-        "server",
         "started_ns",
+        "url",
     )
 
     def __init__(
@@ -237,7 +261,8 @@ class Exchange:
         exchange_format: ExchangeFormat,
         endpoint: Endpoint,
         url: Any,
-        headers: Mapping[str, str],
+        path: str,
+        attempt: int,
     ) -> None:
         self.started_ns = time.time_ns()
         self.meter = meter
@@ -246,10 +271,9 @@ class Exchange:
         self.endpoint = endpoint
         self.parent = context.get_current()
         self.owners = current_owner()
-        self.attempt = _attempt(headers)
-        self.server = url.host
-        self.path = url.path
-        self.port = url.port or _DEFAULT_PORTS.get(url.scheme, 0)
+        self.attempt = attempt
+        self.url = url
+        self.path = path
         self.hide_event: Callable[[Any], bool] | None = None
         self.request_body: Mapping[str, Any] | None = None
         self.request_content = b""
@@ -268,7 +292,7 @@ class Exchange:
 
     @property
     def captures_content(self) -> bool:
-        return self.meter.content.captures_content
+        return self.meter.captures_content
 
     def refuse(self) -> Any:
         """Record the refused call (no usage, no cost) and give its 402 response."""
@@ -314,7 +338,7 @@ class Exchange:
         facts = self.format.response_facts(self.endpoint, parsed) if parsed else None
         outputs = (
             self.format.output_messages(self.endpoint, parsed)
-            if parsed and self.captures_content
+            if parsed and self.meter.captures_content
             else []
         )
         self._complete(ended_ns, status_code, facts, UsageEvidence.PROVIDER_RESPONSE, outputs)
@@ -323,7 +347,7 @@ class Exchange:
         self, ended_ns: int, status_code: int, accumulator: StreamAccumulator, complete: bool
     ) -> None:
         final = complete or accumulator.finished
-        outputs = accumulator.output_messages() if self.captures_content else []
+        outputs = accumulator.output_messages() if self.meter.captures_content else []
         evidence = UsageEvidence.STREAM_FINAL if final else UsageEvidence.STREAM_INCOMPLETE
         self._complete(ended_ns, status_code, accumulator.facts(), evidence, outputs)
 
@@ -344,41 +368,50 @@ class Exchange:
     ) -> None:
         meter = self.meter
         request, body = self._request_facts()
-        attributes: dict[str, Any] = {
-            P402_EVENT_ID: self.event_id or new_event_id(),
-            GEN_AI_OPERATION_NAME: self.endpoint.operation.value,
+        operation = _VALUES[self.endpoint.operation]
+        url = self.url
+        # What describes the call, shared by many events: encoded once for all of them.
+        common: dict[str, Any] = {
+            GEN_AI_OPERATION_NAME: operation,
             GEN_AI_PROVIDER_NAME: self.route.name,
             GEN_AI_REQUEST_STREAM: request.stream,
-            SERVER_ADDRESS: self.server,
-            SERVER_PORT: self.port,
+            SERVER_ADDRESS: url.host,
+            SERVER_PORT: url.port or _DEFAULT_PORTS.get(url.scheme, 0),
             P402_ATTEMPT: self.attempt,
-            P402_PRIVACY_MODE: meter.config.privacy_mode.value,
-            P402_POLICY_RESULT: self.policy_result.value,
+            P402_PRIVACY_MODE: meter.privacy_mode,
+            P402_POLICY_RESULT: _VALUES[self.policy_result],
             P402_PRICE_VERSION: meter.price_version,
         }
         if self.policy_reason:
-            attributes[P402_POLICY_REASON] = self.policy_reason
+            common[P402_POLICY_REASON] = self.policy_reason
         if self.model_original:
-            attributes[P402_MODEL_ORIGINAL] = self.model_original
+            common[P402_MODEL_ORIGINAL] = self.model_original
         if request.model:
-            attributes[GEN_AI_REQUEST_MODEL] = request.model
+            common[GEN_AI_REQUEST_MODEL] = request.model
         if request.max_tokens is not None:
-            attributes[GEN_AI_REQUEST_MAX_TOKENS] = request.max_tokens
-        owners = {**meter.config.owner_defaults, **self.owners}
+            common[GEN_AI_REQUEST_MAX_TOKENS] = request.max_tokens
+        owners = self.owners
+        if meter.has_owner_defaults:
+            owners = {**meter.config.owner_defaults, **owners}
         for dimension, value in owners.items():
-            attributes[owner_attribute(dimension)] = value
+            common[_OWNER_ATTRIBUTES.get(dimension) or owner_attribute(dimension)] = value
         if "session" in owners:
-            attributes[GEN_AI_CONVERSATION_ID] = owners["session"]
+            common[GEN_AI_CONVERSATION_ID] = owners["session"]
 
-        failed = error_type is not None or (status_code is not None and status_code >= 400)
+        # What this event alone says.
+        attributes: dict[str, Any] = {P402_EVENT_ID: self.event_id or new_event_id()}
+        failed = error_type is not None
         if status_code is not None:
             attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
             if status_code >= 400:
+                failed = True
                 error_type = str(status_code)
         if error_type is not None:
             attributes[ERROR_TYPE] = error_type
-        usage = facts.usage if facts else TokenUsage()
-        if facts:
+        if facts is None:
+            usage = _NO_USAGE
+        else:
+            usage = facts.usage
             if facts.model:
                 attributes[GEN_AI_RESPONSE_MODEL] = facts.model
             if facts.response_id:
@@ -387,35 +420,42 @@ class Exchange:
                 attributes[GEN_AI_RESPONSE_FINISH_REASONS] = facts.finish_reasons
         if not usage.measured and evidence is not UsageEvidence.STREAM_INCOMPLETE:
             evidence = UsageEvidence.MISSING
-        attributes[P402_USAGE_EVIDENCE] = evidence.value
-        for key, count in (
-            (GEN_AI_USAGE_INPUT_TOKENS, usage.input_tokens),
-            (GEN_AI_USAGE_OUTPUT_TOKENS, usage.output_tokens),
-            (GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, usage.cache_read_tokens),
-            (GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS, usage.cache_write_tokens),
-            (GEN_AI_USAGE_REASONING_OUTPUT_TOKENS, usage.reasoning_tokens),
-        ):
-            if count is not None:
-                attributes[key] = count
+        attributes[P402_USAGE_EVIDENCE] = _VALUES[evidence]
+        if usage.input_tokens is not None:
+            attributes[GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        if usage.output_tokens is not None:
+            attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        if usage.cache_read_tokens is not None:
+            attributes[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cache_read_tokens
+        if usage.cache_write_tokens is not None:
+            attributes[GEN_AI_USAGE_CACHE_WRITE_INPUT_TOKENS] = usage.cache_write_tokens
+        if usage.reasoning_tokens is not None:
+            attributes[GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
         cost = self._cost(usage, facts, evidence, request.model)
-        attributes.update(cost)
+        if cost is None:
+            attributes[P402_COST_EVIDENCE] = _UNPRICED
+        else:
+            amount, cost_evidence, source = cost
+            attributes[P402_COST_EVIDENCE] = cost_evidence
+            attributes[GEN_AI_USAGE_COST_AMOUNT] = usd_str(amount)
+            attributes[GEN_AI_USAGE_COST_CURRENCY] = COST_CURRENCY_USD
+            attributes[GEN_AI_USAGE_COST_SOURCE] = source
         if self.reservation is not None and meter.enforcer is not None:
-            amount = cost.get(GEN_AI_USAGE_COST_AMOUNT)
-            meter.enforcer.settle(self, None if amount is None else Decimal(amount))
+            meter.enforcer.settle(self, None if cost is None else cost[0])
 
         content = meter.content
         if content.captures_content:
             inputs = self.format.input_messages(self.endpoint, body)
             attributes.update(content.attributes(inputs, outputs))
         if content.signs_events:
-            attributes[P402_EVENT_SIGNATURE] = content.sign(attributes)
+            attributes[P402_EVENT_SIGNATURE] = content.sign({**common, **attributes})
 
-        name = self.endpoint.operation.value
         meter.sink.emit(
-            f"{name} {request.model}" if request.model else name,
+            f"{operation} {request.model}" if request.model else operation,
             self.parent,
             self.started_ns,
             ended_ns,
+            common,
             attributes,
             failed,
         )
@@ -426,29 +466,16 @@ class Exchange:
         facts: ResponseFacts | None,
         evidence: UsageEvidence,
         requested_model: str | None,
-    ) -> dict[str, str]:
-        unpriced = {P402_COST_EVIDENCE: CostEvidence.UNPRICED.value}
+    ) -> tuple[Decimal, str, str] | None:
+        """The call's cost, its ``p402.cost.evidence`` and its source; ``None``: unpriced."""
         if evidence is UsageEvidence.STREAM_INCOMPLETE:
             # A partial count would understate what the provider bills: no cost at all.
-            return unpriced
-        cost: Decimal | None
+            return None
         if facts is not None and facts.provider_cost is not None:
-            cost = facts.provider_cost
-            source, cost_evidence = CostSource.PROVIDER, CostEvidence.PROVIDER_REPORTED
-        else:
-            model = (facts.model if facts else None) or requested_model
-            started = datetime.fromtimestamp(self.started_ns / 1e9, tz=UTC)
-            cost = (
-                compute_cost(usage, model=model, provider=self.route.name, at=started)
-                if model
-                else None
-            )
-            source, cost_evidence = CostSource.LOCAL, CostEvidence.COMPUTED
-        if cost is None:
-            return unpriced
-        return {
-            P402_COST_EVIDENCE: cost_evidence.value,
-            GEN_AI_USAGE_COST_AMOUNT: usd_str(cost),
-            GEN_AI_USAGE_COST_CURRENCY: COST_CURRENCY_USD,
-            GEN_AI_USAGE_COST_SOURCE: source.value,
-        }
+            return facts.provider_cost, _PROVIDER_REPORTED, _PROVIDER_SOURCE
+        model = (facts.model if facts else None) or requested_model
+        if not model:
+            return None
+        started = datetime.fromtimestamp(self.started_ns / 1e9, tz=UTC)
+        cost = compute_cost(usage, model=model, provider=self.route.name, at=started)
+        return None if cost is None else (cost, _COMPUTED, _LOCAL_SOURCE)

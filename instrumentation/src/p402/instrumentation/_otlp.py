@@ -5,6 +5,13 @@ into the bytes of an OTLP ``Span`` (about a tenth of the cost of building an SDK
 encoding it with the generic exporter), and batches are framed as an
 ``ExportTraceServiceRequest``. Only the fields P402 uses are written; the wire format is
 opentelemetry-proto's ``trace/v1/trace.proto`` and ``common/v1/common.proto``.
+
+Most attributes repeat from event to event. The attributes a caller marks ``common`` (those
+of the call: provider, server, models, owners, policy) are encoded as one block, cached by
+their values, so they cost one lookup together. Each other attribute's encoded ``KeyValue``
+is cached by its value, except the values that are new with every event (ids, signatures,
+content), which are encoded afresh. The caches are bounded. The resource and scope of a
+pipeline are encoded once (:class:`RequestFrame`).
 """
 
 from __future__ import annotations
@@ -13,15 +20,30 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-__all__ = ["encode_request", "encode_span", "length_delimited"]
+from p402.instrumentation.vocabulary import (
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OUTPUT_MESSAGES,
+    GEN_AI_RESPONSE_ID,
+    P402_CONTENT_FINGERPRINT_INPUT,
+    P402_CONTENT_FINGERPRINT_OUTPUT,
+    P402_EVENT_ID,
+    P402_EVENT_SIGNATURE,
+)
+
+__all__ = ["RequestFrame", "encode_request", "encode_span", "length_delimited"]
 
 _KIND_CLIENT: Final = 3
 _STATUS_ERROR: Final = 2
-_FLAGS_SAMPLED: Final = 1
 _MAX_UINT64: Final = (1 << 64) - 1
 
-
 _SMALL: Final = tuple(bytes((i,)) for i in range(128))
+_pack_fixed64 = struct.Struct("<Q").pack
+_pack_double = struct.Struct("<d").pack
+
+# Span fields that never change: kind CLIENT (6), the error status (15), flags SAMPLED (16).
+_KIND_FIELD: Final = b"\x30" + _SMALL[_KIND_CLIENT]
+_ERROR_STATUS_FIELD: Final = b"\x7a\x02\x18" + _SMALL[_STATUS_ERROR]
+_FLAGS_FIELD: Final = b"\x85\x01" + struct.pack("<I", 1)
 
 
 def _varint(value: int) -> bytes:
@@ -51,7 +73,7 @@ def _any_value(value: Any) -> bytes:
     if isinstance(value, int):
         return b"\x18" + _varint(value)
     if isinstance(value, float):
-        return b"\x21" + struct.pack("<d", value)
+        return b"\x21" + _pack_double(value)
     if isinstance(value, tuple | list):
         items = b"".join(length_delimited(b"\x0a", _any_value(item)) for item in value)
         return length_delimited(b"\x2a", items)
@@ -60,32 +82,95 @@ def _any_value(value: Any) -> bytes:
     return length_delimited(b"\x0a", str(value).encode())
 
 
-# Most attributes repeat from call to call (provider, models, owners, evidence, ...): their
-# encoded fields are kept, up to a bound.
-_MAX_CACHED: Final = 8192
-_encoded_fields: dict[tuple[bytes, str, Any], bytes] = {}
-
-
-def _key_value_field(tag: bytes, key: str, value: Any) -> bytes:
-    cache_key = (tag, key, value)
-    try:
-        return _encoded_fields[cache_key]
-    except KeyError:
-        cacheable = len(_encoded_fields) < _MAX_CACHED
-    except TypeError:  # an unhashable value (a list)
-        cacheable = False
-    encoded_value = _any_value(value)
-    field = length_delimited(
-        tag, length_delimited(b"\x0a", key.encode()) + length_delimited(b"\x12", encoded_value)
+def _key_value(tag: bytes, key: str, value: Any) -> bytes:
+    """One ``KeyValue`` field (key 1, value 2) under ``tag``."""
+    return length_delimited(
+        tag, length_delimited(b"\x0a", key.encode()) + length_delimited(b"\x12", _any_value(value))
     )
-    if cacheable:
-        _encoded_fields[cache_key] = field
-    return field
 
 
-def _key_values(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-    """Repeated ``KeyValue`` fields (key 1, value 2) under ``tag``."""
-    return b"".join([_key_value_field(tag, key, value) for key, value in attributes.items()])
+_SPAN_ATTRIBUTE_TAG: Final = b"\x4a"
+_UNCACHED_KEYS: Final = (
+    P402_EVENT_ID,
+    GEN_AI_RESPONSE_ID,
+    P402_EVENT_SIGNATURE,
+    P402_CONTENT_FINGERPRINT_INPUT,
+    P402_CONTENT_FINGERPRINT_OUTPUT,
+    GEN_AI_INPUT_MESSAGES,
+    GEN_AI_OUTPUT_MESSAGES,
+)
+"""Attributes whose values are new with (nearly) every event: caching them would only evict
+the values that do repeat."""
+_MAX_CACHED_VALUES: Final = 1024
+_fields_by_key: dict[str, dict[Any, bytes] | None] = dict.fromkeys(_UNCACHED_KEYS)
+"""Per attribute key, the encoded field of each value seen (``None``: not cached). A key's
+values always have one type, so ``True`` and ``1`` never meet in one key's cache."""
+_MAX_BLOCKS: Final = 1024
+_common_blocks: dict[tuple[tuple[str, Any], ...], bytes] = {}
+
+
+_NEW_KEY: Final[dict[Any, bytes]] = {}
+_key_fields: dict[str, bytes] = {}
+
+
+def _uncached_field(key: str, value: Any) -> bytes:
+    if type(value) is not str:
+        return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
+    key_field = _key_fields.get(key)
+    if key_field is None:
+        key_field = _key_fields[key] = length_delimited(b"\x0a", key.encode())
+    encoded = value.encode()
+    size = len(encoded)
+    outer = size + 4 + len(key_field)
+    if outer < 128:  # every length fits one byte: the usual id
+        return b"".join(
+            (b"\x4a", _SMALL[outer], key_field, b"\x12", _SMALL[size + 2], b"\x0a",
+             _SMALL[size], encoded)
+        )  # fmt: skip
+    return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
+
+
+def _span_attributes(attributes: Mapping[str, Any]) -> list[bytes]:
+    """The span's ``attributes`` fields (9), from the cache where they repeat."""
+    fields = []
+    for key, value in attributes.items():
+        by_value = _fields_by_key.get(key, _NEW_KEY)
+        if by_value is _NEW_KEY:
+            by_value = _fields_by_key[key] = {}
+        elif by_value is None:
+            fields.append(_uncached_field(key, value))
+            continue
+        try:
+            field = by_value.get(value)
+        except TypeError:  # an unhashable value (a list)
+            fields.append(_key_value(_SPAN_ATTRIBUTE_TAG, key, value))
+            continue
+        if field is None:
+            field = _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
+            if len(by_value) >= _MAX_CACHED_VALUES:
+                by_value.clear()  # the values in use now come back at once
+            by_value[value] = field
+        fields.append(field)
+    return fields
+
+
+def _common_block(common: Mapping[str, Any]) -> bytes:
+    """The ``attributes`` fields of ``common``, encoded once per distinct set of values."""
+    key = tuple(common.items())
+    try:
+        return _common_blocks[key]
+    except KeyError:
+        block = b"".join(_span_attributes(common))
+    except TypeError:  # an unhashable value (a list)
+        return b"".join(_span_attributes(common))
+    if len(_common_blocks) >= _MAX_BLOCKS:
+        _common_blocks.clear()
+    _common_blocks[key] = block
+    return block
+
+
+_MAX_NAMES: Final = 1024
+_name_fields: dict[str, bytes] = {}
 
 
 def encode_span(
@@ -96,41 +181,60 @@ def encode_span(
     name: str,
     start_ns: int,
     end_ns: int,
+    common: Mapping[str, Any],
     attributes: Mapping[str, Any],
     error: bool,
 ) -> bytes:
-    """One ``Span`` message of kind CLIENT, sampled."""
+    """One ``Span`` message of kind CLIENT, sampled, whose attributes are ``common`` (see the
+    module docstring) then ``attributes``."""
+    name_field = _name_fields.get(name)
+    if name_field is None:
+        name_field = length_delimited(b"\x2a", name.encode())  # name (5)
+        if len(_name_fields) >= _MAX_NAMES:
+            _name_fields.clear()
+        _name_fields[name] = name_field
     parts = [
-        length_delimited(b"\x0a", trace_id),
-        length_delimited(b"\x12", span_id),
-    ]
-    if parent_span_id:
-        parts.append(length_delimited(b"\x22", parent_span_id))
-    parts += [
-        length_delimited(b"\x2a", name.encode()),
-        b"\x30" + _varint(_KIND_CLIENT),
-        b"\x39" + struct.pack("<Q", start_ns),
-        b"\x41" + struct.pack("<Q", end_ns),
-        _key_values(b"\x4a", attributes),
+        length_delimited(b"\x0a", trace_id),  # trace_id (1)
+        length_delimited(b"\x12", span_id),  # span_id (2)
+        length_delimited(b"\x22", parent_span_id) if parent_span_id else b"",  # (4)
+        name_field,
+        _KIND_FIELD,
+        b"\x39" + _pack_fixed64(start_ns),  # start_time_unix_nano (7)
+        b"\x41" + _pack_fixed64(end_ns),  # end_time_unix_nano (8)
+        _common_block(common),
+        *_span_attributes(attributes),
     ]
     if error:
-        parts.append(length_delimited(b"\x7a", b"\x18" + _varint(_STATUS_ERROR)))
-    parts.append(b"\x85\x01" + struct.pack("<I", _FLAGS_SAMPLED))
+        parts.append(_ERROR_STATUS_FIELD)
+    parts.append(_FLAGS_FIELD)
     return b"".join(parts)
+
+
+class RequestFrame:
+    """``ExportTraceServiceRequest`` framing for one resource and one instrumentation scope,
+    encoded once: :meth:`encode` wraps a batch of encoded spans."""
+
+    __slots__ = ("_resource", "_scope")
+
+    def __init__(self, resource: Mapping[str, Any], scope: tuple[str, str]) -> None:
+        scope_name, scope_version = scope
+        self._resource = length_delimited(
+            b"\x0a", b"".join(_key_value(b"\x0a", key, value) for key, value in resource.items())
+        )
+        self._scope = length_delimited(
+            b"\x0a",
+            length_delimited(b"\x0a", scope_name.encode())
+            + length_delimited(b"\x12", scope_version.encode()),
+        )
+
+    def encode(self, spans: Iterable[bytes]) -> bytes:
+        scope_spans = b"".join([self._scope, *(length_delimited(b"\x12", s) for s in spans)])
+        resource_spans = self._resource + length_delimited(b"\x12", scope_spans)
+        return length_delimited(b"\x0a", resource_spans)
 
 
 def encode_request(
     resource: Mapping[str, Any], scope: tuple[str, str], spans: Iterable[bytes]
 ) -> bytes:
     """An ``ExportTraceServiceRequest`` with one resource and one scope holding ``spans``."""
-    scope_name, scope_version = scope
-    encoded_scope = length_delimited(b"\x0a", scope_name.encode()) + length_delimited(
-        b"\x12", scope_version.encode()
-    )
-    scope_spans = length_delimited(b"\x0a", encoded_scope) + b"".join(
-        length_delimited(b"\x12", span) for span in spans
-    )
-    resource_spans = length_delimited(b"\x0a", _key_values(b"\x0a", resource)) + length_delimited(
-        b"\x12", scope_spans
-    )
-    return length_delimited(b"\x0a", resource_spans)
+    return RequestFrame(resource, scope).encode(spans)

@@ -25,7 +25,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from p402.instrumentation._otlp import encode_request, encode_span
+from p402.instrumentation._otlp import RequestFrame, encode_span
 from p402.instrumentation._spool import SpoolingSpanExporter
 from p402.instrumentation.config import P402Config, default_spool_dir
 from p402.instrumentation.version import __version__
@@ -43,9 +43,13 @@ class EventSink(Protocol):
         parent: Context,
         start_ns: int,
         end_ns: int,
-        attributes: dict[str, Any],
+        common: dict[str, Any],
+        specific: dict[str, Any],
         error: bool,
-    ) -> None: ...
+    ) -> None:
+        """One event, a span whose attributes are ``common`` then ``specific``: ``common``
+        holds what describes the call (provider, server, models, owners, policy), which
+        many events share, ``specific`` this event's own (ids, status, usage, cost)."""
 
     def tick(self) -> None:
         """Called at least every second: ship what has waited long enough."""
@@ -69,11 +73,16 @@ class TracerSink:
         parent: Context,
         start_ns: int,
         end_ns: int,
-        attributes: dict[str, Any],
+        common: dict[str, Any],
+        specific: dict[str, Any],
         error: bool,
     ) -> None:
         span = self._tracer.start_span(
-            name, context=parent, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
+            name,
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes={**common, **specific},
+            start_time=start_ns,
         )
         if error:
             span.set_status(Status(StatusCode.ERROR))
@@ -103,13 +112,14 @@ class OtlpSink:
         max_delay: float = 1.0,
     ) -> None:
         self.exporter = exporter
-        self._resource = dict(resource.attributes)
+        self._frame = RequestFrame(resource.attributes, SCOPE)
         self._max_batch = max_batch
         self._max_delay = max_delay
         self._batch: list[bytes] = []
         self._first_at = 0.0
         self._lock = threading.Lock()
         self._random = random.Random()
+        self._last_parent: tuple[Context | None, tuple[bytes, bytes] | None] = (None, None)
 
     def emit(
         self,
@@ -117,24 +127,28 @@ class OtlpSink:
         parent: Context,
         start_ns: int,
         end_ns: int,
-        attributes: dict[str, Any],
+        common: dict[str, Any],
+        specific: dict[str, Any],
         error: bool,
     ) -> None:
-        parent_context = trace.get_current_span(parent).get_span_context()
-        if parent_context.is_valid:
-            trace_id = parent_context.trace_id.to_bytes(16, "big")
-            parent_span_id: bytes | None = parent_context.span_id.to_bytes(8, "big")
+        last_parent, ids = self._last_parent
+        if parent is not last_parent:  # contexts are immutable: often the same one again
+            ids = _span_ids(parent)
+            self._last_parent = parent, ids
+        getrandbits = self._random.getrandbits
+        if ids is None:
+            trace_id, parent_span_id = (getrandbits(128) or 1).to_bytes(16, "big"), None
         else:
-            trace_id = (self._random.getrandbits(128) or 1).to_bytes(16, "big")
-            parent_span_id = None
+            trace_id, parent_span_id = ids
         span = encode_span(
             trace_id=trace_id,
-            span_id=(self._random.getrandbits(64) or 1).to_bytes(8, "big"),
+            span_id=(getrandbits(64) or 1).to_bytes(8, "big"),
             parent_span_id=parent_span_id,
             name=name,
             start_ns=start_ns,
             end_ns=end_ns,
-            attributes=attributes,
+            common=common,
+            attributes=specific,
             error=error,
         )
         with self._lock:
@@ -153,7 +167,7 @@ class OtlpSink:
         with self._lock:
             batch, self._batch = self._batch, []
         if batch:
-            body = encode_request(self._resource, SCOPE, batch)
+            body = self._frame.encode(batch)
             self.exporter.export_encoded(body, len(batch))
 
     def flush(self, timeout_millis: int) -> bool:
@@ -163,6 +177,14 @@ class OtlpSink:
     def shutdown(self) -> None:
         self._ship()
         self.exporter.shutdown()
+
+
+def _span_ids(parent: Context) -> tuple[bytes, bytes] | None:
+    """The trace id and span id of the span current in ``parent``, if there is one."""
+    span_context = trace.get_current_span(parent).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return span_context.trace_id.to_bytes(16, "big"), span_context.span_id.to_bytes(8, "big")
 
 
 def build_otlp_sink(config: P402Config) -> OtlpSink:

@@ -6,7 +6,8 @@ export. The application gets its response without waiting for any of it.
 
 Handing over is an append to a deque, with no lock and no wake-up: the thread takes what has
 accumulated every ``interval`` seconds (default 0.1 s), so a busy application pays nothing for
-signalling and the thread runs in bursts. ``flush`` wakes it at once and waits until
+signalling and the thread runs in bursts. A job the thread itself submits (a stream that ends
+on it) runs at once. ``flush`` wakes it at once and waits until
 everything handed over so far is done. When more than ``max_pending`` jobs wait, the
 application's thread runs the job itself instead of dropping it: a burst slows the
 application a little rather than losing billing events. After each burst, and at least every
@@ -59,12 +60,13 @@ class Recorder:
         self._submitted = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._thread_id: int | None = None
         self._start_lock = threading.Lock()
 
     def submit(self, job: Callable[[], None]) -> None:
         if self._thread is None:
             self._start()
-        if len(self._jobs) >= self._max_pending:
+        if len(self._jobs) >= self._max_pending or threading.get_ident() == self._thread_id:
             _run(job)
             return
         self._submitted = next(self._numbers)
@@ -79,6 +81,7 @@ class Recorder:
                 self._thread.start()
 
     def _work(self) -> None:
+        self._thread_id = threading.get_ident()
         jobs = self._jobs
         while True:
             self._wake.wait(self._interval)
@@ -113,6 +116,7 @@ class Recorder:
         self._wake.set()
         thread.join(timeout)
         self._thread = None
+        self._thread_id = None
 
 
 def _run(job: Callable[[], None]) -> None:

@@ -1,8 +1,11 @@
 """Durable export: a batch of economic events the P402 endpoint cannot take now waits on disk.
 
 :class:`SpoolingSpanExporter` serializes each batch to OTLP protobuf once and POSTs it to
-``{endpoint}/v1/traces`` with ``requests`` (never ``httpx``, whose ``send`` the
-instrumentation hooks), with every other instrumentation suppressed. The answer decides:
+``{endpoint}/v1/traces`` over a kept-alive ``urllib3`` connection (never ``httpx``, whose
+``send`` the instrumentation hooks), with every other instrumentation suppressed. As with
+``requests``, a proxy comes from ``HTTP(S)_PROXY`` / ``NO_PROXY`` and the CA bundle from
+``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` (else certifi's), both read once. The answer
+decides:
 
 * 2xx: delivered.
 * A connection error, a timeout, 408, 429, 5xx (anything but a refusal): the endpoint may
@@ -40,8 +43,10 @@ import weakref
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
-import requests
+import urllib3
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
@@ -174,6 +179,32 @@ class Spool:
             os.unlink(claimed)
 
 
+def _pool_for(url: str) -> urllib3.PoolManager:
+    """Connections to ``url``'s host, through the proxy the environment names for it."""
+    ca_certs = ca_cert_dir = None
+    if url.startswith("https:"):
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle is None:
+            with contextlib.suppress(ImportError):
+                import certifi
+
+                bundle = certifi.where()
+        if bundle is not None and os.path.isdir(bundle):
+            ca_cert_dir = bundle
+        else:
+            ca_certs = bundle
+    parts = urlsplit(url)
+    proxies = getproxies()
+    proxy = None
+    if not proxy_bypass(parts.hostname or ""):
+        proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy:
+        return urllib3.ProxyManager(
+            proxy, retries=False, ca_certs=ca_certs, ca_cert_dir=ca_cert_dir
+        )
+    return urllib3.PoolManager(retries=False, ca_certs=ca_certs, ca_cert_dir=ca_cert_dir)
+
+
 def _destination_tag(url: str, headers: Mapping[str, str]) -> str:
     identity = "\0".join([url, *(f"{k.lower()}={v}" for k, v in sorted(headers.items()))])
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -221,7 +252,7 @@ class SpoolingSpanExporter(SpanExporter):
         """Fresh locks, session and no retry thread (also in a forked child), then resume
         the delivery of whatever the spool holds."""
         self._lock = threading.Lock()
-        self._session = requests.Session()
+        self._pool = _pool_for(self.url)
         self._stop = threading.Event()
         self._pending = threading.Event()
         self._thread: threading.Thread | None = None
@@ -274,20 +305,20 @@ class SpoolingSpanExporter(SpanExporter):
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
-        self._session.close()
+        self._pool.clear()
 
     # -- delivery ------------------------------------------------------------------------
 
     def _post(self, body: bytes) -> _Outcome:
         try:
             with suppress_instrumentation():
-                response = self._session.post(
-                    self.url, data=body, headers=self.headers, timeout=self.timeout
+                response = self._pool.request(
+                    "POST", self.url, body=body, headers=self.headers, timeout=self.timeout
                 )
         except Exception as error:  # connection refused, timeout, TLS, ...
             self._warn_failure(f"{type(error).__name__}: {error}")
             return _Outcome.RETRY
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return _Outcome.DELIVERED
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
@@ -296,7 +327,7 @@ class SpoolingSpanExporter(SpanExporter):
                 "it is dropped, since sending it again cannot succeed",
                 self.url,
                 status,
-                response.text[:200],
+                response.data[:200].decode("utf-8", "replace"),
             )
             return _Outcome.REFUSED
         self._warn_failure(f"HTTP {status}")

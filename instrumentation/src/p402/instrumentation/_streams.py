@@ -32,6 +32,9 @@ __all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
+SCAN_BYTES: Final = 8 * 1024
+"""From this many bytes of events on, a piece is scanned for the events that matter rather
+than split into all of its events."""
 HANDOFF_BYTES: Final = 64 * 1024
 
 _log = logging.getLogger(__name__)
@@ -96,7 +99,9 @@ class _StreamReader:
 
 def _separator_of(buffer: bytes) -> bytes | None:
     """The blank line a stream uses between events, once one has been seen."""
-    crlf, lf = buffer.find(b"\r\n\r\n"), buffer.find(b"\n\n")
+    lf = buffer.find(b"\n\n")
+    # Only a CRLF blank line before the first LF one counts: no need to look further.
+    crlf = buffer.find(b"\r\n\r\n", 0, len(buffer) if lf == -1 else lf + 3)
     if crlf == -1 and lf == -1:
         return None
     return b"\r\n\r\n" if lf == -1 or -1 < crlf < lf else b"\n\n"
@@ -104,13 +109,43 @@ def _separator_of(buffer: bytes) -> bytes | None:
 
 def _only_ending(buffer: bytes, separator: bytes) -> bool:
     """Whether ``buffer`` uses only the line ending of ``separator`` (so splitting is safe)."""
+    # bytes.find, not ``in``: ``in`` first tries the needle as an int, at the cost of an error.
     if separator == b"\n\n":
-        return b"\r" not in buffer
-    return b"\n\n" not in buffer and buffer.count(b"\r") == buffer.count(b"\r\n")
+        return buffer.find(b"\r") == -1
+    return buffer.find(b"\n\n") == -1 and buffer.count(b"\r") == buffer.count(b"\r\n")
+
+
+def _event_fields(raw: bytes) -> tuple[str | None, bytes | None]:
+    """An event's name (its ``event:`` line) and data (its ``data:`` lines joined); data
+    ``None`` when it has none (a comment, a keep-alive)."""
+    if raw.startswith(b"data: ") and raw.find(b"\n") == -1 and raw.find(b"\r") == -1:
+        return None, raw[6:]  # the usual event: one data line
+    name: str | None = None
+    data: list[bytes] = []
+    for line in raw.splitlines():
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line[5:6] == b" " else line[5:])
+        elif line.startswith(b"event:"):
+            value = line[7:] if line[6:7] == b" " else line[6:]
+            name = value.decode("utf-8", "replace")
+    if not data:
+        return name, None
+    return name, data[0] if len(data) == 1 else b"\n".join(data)
+
+
+def _is_done(payload: bytes) -> bool:
+    return payload.strip() == b"[DONE]"
 
 
 class SseReader(_StreamReader):
-    """Server-sent events, parsed incrementally; ``hide`` drops events from the app's view."""
+    """Server-sent events, parsed incrementally; ``hide`` drops events from the app's view.
+
+    Events are split at the stream's blank lines and read one by one. A large piece (a long
+    stream handed over at once) is not split: once the accumulator names its ``signal``,
+    only the events that carry it, or ``[DONE]``, are cut out and read, and of the others
+    only the last one is kept, unparsed, for the end (see
+    :class:`~p402.instrumentation.formats.StreamAccumulator`). Both ways read the same.
+    """
 
     def __init__(
         self,
@@ -125,60 +160,148 @@ class SseReader(_StreamReader):
         self._separator: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         if self._separator is None:
             self._separator = _separator_of(buffer)
         separator = self._separator
-        if separator is not None and _only_ending(buffer, separator):
-            # The usual case: one kind of line ending throughout, split at C speed.
-            *events, self._buffer = buffer.split(separator)
-            kept = [event for event in events if self._event(event)]
-            if len(kept) == len(events):
-                return buffer[: len(buffer) - len(self._buffer)]
-            return b"".join(event + separator for event in kept)
+        if separator is None or not _only_ending(buffer, separator):
+            return self._feed_mixed(buffer)
+        # One kind of line ending throughout: events are found at C speed.
+        end = buffer.rfind(separator)
+        if end == -1:
+            self._buffer = buffer
+            return self._release_oversized()
+        read_to = end + len(separator)
+        self._buffer = buffer[read_to:]
+        if end < SCAN_BYTES:
+            hidden = self._read_each(buffer, end, separator)
+        else:
+            hidden = self._read_marked(buffer, end, separator)
+        if hidden:
+            kept, position = [], 0
+            for start, stop in hidden:
+                kept.append(buffer[position:start])
+                position = stop
+            kept.append(buffer[position:read_to])
+            forwarded = b"".join(kept)
+        else:
+            forwarded = buffer[:read_to]
+        return forwarded + self._release_oversized()
+
+    def _read_each(self, buffer: bytes, end: int, separator: bytes) -> list[tuple[int, int]]:
+        """Read every event of ``buffer[:end]``; returns the spans (separator included) of
+        the events the application should not see."""
+        read = self._read
+        hidden: list[tuple[int, int]] = []
+        position = 0
+        for raw in buffer[:end].split(separator):
+            # With one kind of line ending, an event without "\n" is one line.
+            if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
+                shown = read(None, raw[6:])
+            else:
+                shown = read(*_event_fields(raw))
+            stop = position + len(raw) + len(separator)
+            if not shown:
+                hidden.append((position, stop))
+            position = stop
+        return hidden
+
+    def _read_marked(self, buffer: bytes, end: int, separator: bytes) -> list[tuple[int, int]]:
+        """:meth:`_read_each`, reading only the events the accumulator's signal marks once
+        it has one."""
+        accumulator = self._accumulator
+        step = len(separator)
+        hidden: list[tuple[int, int]] = []
+        position = 0
+        # Event by event while the accumulator wants to see each.
+        while (signal := accumulator.signal) is None:
+            stop = buffer.find(separator, position, end)
+            stop = end if stop == -1 else stop
+            if not self._read(*_event_fields(buffer[position:stop])):
+                hidden.append((position, stop + step))
+            if stop == end:
+                return hidden
+            position = stop + step
+        # Then only the events with the signal, or with [DONE], can change anything.
+        marked = {
+            self._start_of(buffer, position, mark, separator)
+            for mark in signal.positions(buffer, position, end)
+        }
+        done = set()
+        at = buffer.find(b"[DONE]", position, end)
+        while at != -1:
+            done.add(self._start_of(buffer, position, at, separator))
+            at = buffer.find(b"[DONE]", at + 6, end)
+        for start in sorted(marked | done):
+            stop = buffer.find(separator, start, end)
+            stop = end if stop == -1 else stop
+            raw = buffer[start:stop]
+            if start in marked and raw.startswith(b"data: ") and raw.find(b"\n") == -1:
+                shown = self._take(None, raw[6:])  # the mark is in its data: it is wanted
+            else:
+                shown = self._read(*_event_fields(raw))
+            if not shown:
+                hidden.append((start, stop + step))
+        # Of the others, only the last event with data matters: it is the latest skipped.
+        stop = end
+        while True:
+            start = self._start_of(buffer, position, stop, separator)
+            name, payload = _event_fields(buffer[start:stop])
+            if payload is not None and not _is_done(payload):
+                if start not in marked and start not in done:
+                    self._skipped = (name, payload)
+                return hidden
+            if start == position:
+                return hidden
+            stop = start - step
+
+    @staticmethod
+    def _start_of(buffer: bytes, first: int, index: int, separator: bytes) -> int:
+        """Where the event holding ``buffer[index]`` starts (events start at ``first``)."""
+        before = buffer.rfind(separator, first, index)
+        return first if before == -1 else before + len(separator)
+
+    def _feed_mixed(self, buffer: bytes) -> bytes:
+        """Events of a stream that mixes line endings (or has not shown one yet)."""
         forwarded: list[bytes] = []
         start = 0
         while match := _BLANK_LINE.search(buffer, start):
             if match.end() == len(buffer) and buffer.endswith(b"\r"):
                 break  # maybe the first half of a CRLF: wait for the next chunk
-            if self._event(buffer[start : match.start()]):
+            if self._read(*_event_fields(buffer[start : match.start()])):
                 forwarded.append(buffer[start : match.end()])
             start = match.end()
         self._buffer = buffer[start:]
-        if len(self._buffer) > MAX_EVENT_BYTES:  # not SSE after all: stop holding it
-            forwarded.append(self._buffer)
-            self._buffer = b""
+        forwarded.append(self._release_oversized())
         return b"".join(forwarded)
+
+    def _release_oversized(self) -> bytes:
+        if len(self._buffer) <= MAX_EVENT_BYTES:
+            return b""
+        held, self._buffer = self._buffer, b""  # not SSE after all: stop holding it
+        return held
 
     def close(self, *, complete: bool) -> bytes:
         rest, self._buffer = self._buffer, b""
-        if rest.strip() and complete and not self._event(rest):
+        if rest.strip() and complete and not self._read(*_event_fields(rest)):
             rest = b""
         self._finish(complete)
         return rest
 
-    def _event(self, raw: bytes) -> bool:
-        """Read one event; whether the application should see it."""
-        name: str | None = None
-        if raw.startswith(b"data: ") and b"\n" not in raw and b"\r" not in raw:
-            payload = raw[6:]  # the usual event: one data line
-        else:
-            data: list[bytes] = []
-            for line in raw.splitlines():
-                if line.startswith(b"data:"):
-                    data.append(line[6:] if line[5:6] == b" " else line[5:])
-                elif line.startswith(b"event:"):
-                    value = line[7:] if line[6:7] == b" " else line[6:]
-                    name = value.decode("utf-8", "replace")
-            if not data:
-                return True
-            payload = data[0] if len(data) == 1 else b"\n".join(data)
-        if payload.strip() == b"[DONE]":
+    def _read(self, name: str | None, payload: bytes | None) -> bool:
+        """Read one event (its name and data); whether the application should see it."""
+        if payload is None:
+            return True
+        if len(payload) < 16 and _is_done(payload):
             self._accumulator.finished = True
             return True
         if not self._accumulator.wants(name, payload):
             self._skipped = (name, payload)
             return True
+        return self._take(name, payload)
+
+    def _take(self, name: str | None, payload: bytes) -> bool:
+        """Read an event the accumulator wants."""
         self._skipped = None
         parsed = load_json(payload)
         if not isinstance(parsed, dict):
@@ -243,9 +366,21 @@ class JsonArrayReader(_StreamReader):
         return b""
 
 
-def body_reader_for(exchange: Exchange, response: Any) -> BodyReader:
+def _content_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
+    """A response's content type (lower case, ``""`` if none) and content encoding, read
+    from the raw pairs (asking the headers by name first works out their text encoding)."""
+    found: dict[bytes, list[bytes]] = {}
+    for key, value in raw:
+        name = key.lower()
+        if name == b"content-type" or name == b"content-encoding":
+            found.setdefault(name, []).append(value)
+    content_type = b", ".join(found.get(b"content-type", ())).decode("latin-1").lower()
+    encoding = found.get(b"content-encoding")
+    return content_type, None if encoding is None else b", ".join(encoding).decode("latin-1")
+
+
+def body_reader_for(exchange: Exchange, response: Any, content_type: str) -> BodyReader:
     status = response.status_code
-    content_type = response.headers.get("content-type", "").lower()
     if status >= 400:
         return JsonBodyReader(exchange, status)
     accumulator = exchange.format.stream_accumulator(
@@ -270,6 +405,7 @@ class _Tap:
     __slots__ = (
         "_decoder",
         "_done",
+        "_ended",
         "_exchange",
         "_pending",
         "_pending_size",
@@ -285,7 +421,8 @@ class _Tap:
         self._reader = reader
         self._decoder = decoder
         self._recorder: Recorder = exchange.meter.recorder
-        self._done = False
+        self._done = False  # reading stopped (on the thread that reads)
+        self._ended = False  # the application's stream ended (on its thread)
         self._pending: list[bytes] = []
         self._pending_size = 0
         self.rewrite = rewrite
@@ -316,12 +453,19 @@ class _Tap:
         return [self._reader.feed(piece) for piece in pieces if piece]
 
     def _read(self, raws: list[bytes]) -> None:
-        """On the recorder thread: decode and read collected chunks."""
+        """On the recorder thread: decode collected chunks and read them in one piece."""
         if self._done:
             return
         try:
-            for raw in raws:
-                self._read_now(raw)
+            if self._decoder is _IDENTITY:
+                data = b"".join(raws)
+            else:
+                decoded = [self._decoder.decode(raw) for raw in raws]
+                data = b"".join(
+                    piece if isinstance(piece, bytes) else b"".join(piece) for piece in decoded
+                )
+            if data:
+                self._reader.feed(data)
         except Exception:
             _log.exception("P402 could not read a response stream; its usage is missing")
             self._done = True
@@ -347,8 +491,9 @@ class _Tap:
             self._close(complete)
 
     def end(self, *, complete: bool) -> bytes:
-        if self._done:
+        if self._ended or self._done:
             return b""
+        self._ended = True
         if not self.rewrite:
             self._exchange.ended_ns = time.time_ns()
             pieces, self._pending = self._pending, []
@@ -428,25 +573,27 @@ _IDENTITY: Final = _Identity()
 
 
 @cache
-def _wrapper_class(base: type, is_async: bool) -> type:
+def _wrapper_class(response_type: type, is_async: bool) -> type:
     # iter_raw()/close() check isinstance(stream, SyncByteStream) of their own module.
+    module = sys.modules[response_type.__module__.split(".")[0]]
+    base = module.AsyncByteStream if is_async else module.SyncByteStream
     mixin = _TappedAsync if is_async else _TappedSync
     return type(mixin.__name__.lstrip("_") + "Stream", (mixin, base), {})
 
 
 def tap_response(exchange: Exchange, response: Any, *, is_async: bool) -> None:
     """Wrap ``response.stream`` so the exchange finishes as the application reads it."""
-    reader = body_reader_for(exchange, response)
+    content_type, content_encoding = _content_headers(response.headers.raw)
+    reader = body_reader_for(exchange, response, content_type)
     # A private decoder of the response's own content-encoding, independent of the one
     # the application's reads use.
-    if response.headers.get("content-encoding", "identity") == "identity":
+    if content_encoding is None or content_encoding == "identity":
         decoder = _IDENTITY
     else:
         decoder = type(response)(200, headers=response.headers)._get_content_decoder()
     rewrite = exchange.hide_event is not None and isinstance(reader, SseReader)
-    if rewrite and "content-encoding" in response.headers:
+    if rewrite and content_encoding is not None:
         del response.headers["content-encoding"]
-    module = sys.modules[type(response).__module__.split(".")[0]]
-    base = module.AsyncByteStream if is_async else module.SyncByteStream
     tap = _Tap(exchange, reader, decoder, rewrite=rewrite)
-    response.stream = _wrapper_class(base, is_async)(response.stream, tap)
+    response_type: type = type(response)
+    response.stream = _wrapper_class(response_type, is_async)(response.stream, tap)

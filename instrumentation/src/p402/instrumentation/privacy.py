@@ -131,17 +131,12 @@ class ContentPolicy:
         redactor: Redactor | None = None,
     ) -> None:
         self.mode = mode
+        self.captures_content = mode is not PrivacyMode.METADATA_ONLY
+        """Whether events carry content attributes (fingerprints or text) at all."""
+        self.signs_events = mode is PrivacyMode.PRIVATE_GATEWAY
         self._key = fingerprint_key
         self._signing_key = signing_key
         self._redactor = redactor or Redactor()
-
-    @property
-    def captures_content(self) -> bool:
-        return self.mode is not PrivacyMode.METADATA_ONLY
-
-    @property
-    def signs_events(self) -> bool:
-        return self.mode is PrivacyMode.PRIVATE_GATEWAY
 
     def sign(self, attributes: Mapping[str, Any]) -> str:
         return sign_attributes(attributes, self._signing_key)

@@ -10,6 +10,7 @@ from p402.instrumentation.formats._types import (
     Message,
     RequestFacts,
     ResponseFacts,
+    Signal,
     StreamAccumulator,
 )
 from p402.instrumentation.formats.anthropic import AnthropicFormat
@@ -24,6 +25,7 @@ __all__ = [
     "Message",
     "RequestFacts",
     "ResponseFacts",
+    "Signal",
     "StreamAccumulator",
 ]
 

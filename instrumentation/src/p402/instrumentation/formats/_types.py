@@ -9,10 +9,12 @@ only when content is captured).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple, Protocol
 
 from p402.instrumentation.usage import TokenUsage
 from p402.instrumentation.vocabulary import Operation
@@ -32,20 +34,61 @@ class Endpoint:
     """Whether the path itself asks for a stream (Gemini ``:streamGenerateContent``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
     model: str | None = None
     stream: bool = False
     max_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseFacts:
+class ResponseFacts(NamedTuple):
     model: str | None = None
     response_id: str | None = None
     finish_reasons: tuple[str, ...] = ()
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    usage: TokenUsage = TokenUsage()
     provider_cost: Decimal | None = None
+
+
+class Signal:
+    """What marks the stream events an accumulator wants: one of ``keys`` as a JSON object
+    key, with a value other than null when ``non_null`` (else anywhere in the event).
+
+    :meth:`search` decides one event. :meth:`positions` finds the marks in a run of raw
+    events without looking at each event: most events of a stream carry the same keys with
+    null values, so counting the keys and their compact nulls (in C) tells how many marks
+    there are, and the search from the end (where they usually are) stops at the last one.
+    """
+
+    __slots__ = ("_keys", "_non_null", "_pattern")
+
+    def __init__(self, *keys: str, non_null: bool) -> None:
+        self._keys = tuple((f'"{key}"'.encode(), f'"{key}":null'.encode()) for key in keys)
+        self._non_null = non_null
+        names = b"|".join(re.escape(key.encode()) for key in keys)
+        value = rb"\s*:\s*[^\sn]" if non_null else b""
+        self._pattern = re.compile(rb'"(?:' + names + rb')"' + value)
+
+    def search(self, data: bytes) -> bool:
+        """Whether ``data`` (one event) carries the mark."""
+        return self._pattern.search(data) is not None
+
+    def positions(self, data: bytes, start: int, end: int) -> list[int]:
+        """Where the marks in ``data[start:end]`` begin (in no particular order)."""
+        found: list[int] = []
+        match = self._pattern.match
+        for quoted, null in self._keys:
+            expected = data.count(quoted, start, end)
+            if expected and self._non_null:
+                # An upper bound: only nulls written without spaces are counted.
+                expected -= data.count(null, start, end)
+            at = end
+            while expected:
+                at = data.rfind(quoted, start, at)
+                if at == -1:
+                    break
+                if match(data, at, end):
+                    found.append(at)
+                    expected -= 1
+        return found
 
 
 class StreamAccumulator(Protocol):
@@ -57,6 +100,12 @@ class StreamAccumulator(Protocol):
     def wants(self, name: str | None, data: bytes) -> bool:
         """Whether this event, still undecoded, can change the facts (a cheap byte check:
         most events of a stream only carry text the accumulator does not keep)."""
+
+    @property
+    def signal(self) -> Signal | None:
+        """What every event :meth:`wants` would still take contains, so that a reader can
+        skip the others without splitting them out; ``None`` while every event must be looked
+        at. Once not ``None`` it stays so."""
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         """One decoded event (SSE ``event:`` name, if any, and its JSON data)."""
@@ -89,13 +138,18 @@ class ExchangeFormat(Protocol):
         """The response's content as GenAI messages."""
 
 
+_EMPTY: Final[JsonObject] = MappingProxyType({})
+
+
 def as_int(value: Any) -> int | None:
     """A token count, or ``None`` when absent or not a whole number."""
+    if type(value) is int:  # the usual case, first (bool is an int subclass, never a count)
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, Decimal | float) and value == int(value):
+    if isinstance(value, (Decimal, float)) and value == int(value):
         return int(value)
     return None
 
@@ -105,7 +159,9 @@ def as_str(value: Any) -> str | None:
 
 
 def as_object(value: Any) -> JsonObject:
-    return value if isinstance(value, Mapping) else {}
+    if type(value) is dict:  # what the JSON decoder makes, without an ABC check
+        return value
+    return value if isinstance(value, Mapping) else _EMPTY
 
 
 def as_list(value: Any) -> list[Any]:

@@ -24,6 +24,7 @@ from p402.instrumentation.formats._types import (
     Message,
     RequestFacts,
     ResponseFacts,
+    Signal,
     StreamAccumulator,
     as_int,
     as_list,
@@ -90,6 +91,10 @@ class _MessagesStream:
             or name in _FACT_EVENTS
             or (self._collect and name == "content_block_delta")
         )
+
+    @property
+    def signal(self) -> Signal | None:
+        return None  # chosen by event name, which events without one do not have
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         kind = as_str(data.get("type")) or name

@@ -19,6 +19,7 @@ from p402.instrumentation.formats._types import (
     Message,
     RequestFacts,
     ResponseFacts,
+    Signal,
     StreamAccumulator,
     as_int,
     as_list,
@@ -34,6 +35,7 @@ __all__ = ["GeminiFormat"]
 
 GENERATE: Final = Endpoint(Operation.GENERATE_CONTENT, "generate_content")
 STREAM_GENERATE: Final = Endpoint(Operation.GENERATE_CONTENT, "generate_content", streams=True)
+_FINISH_SIGNAL: Final = Signal("finishReason", non_null=False)
 
 
 def _usage(raw: JsonObject) -> TokenUsage:
@@ -78,7 +80,11 @@ class _GenerateStream:
     def wants(self, name: str | None, data: bytes) -> bool:
         # Usage is cumulative on every chunk: the first and the finishing ones suffice (the
         # reader also reads the last chunk it skipped, when the stream ends).
-        return self._collect or self._facts.response_id is None or b'"finishReason"' in data
+        return self._collect or self._facts.response_id is None or _FINISH_SIGNAL.search(data)
+
+    @property
+    def signal(self) -> Signal | None:
+        return None if self._collect or self._facts.response_id is None else _FINISH_SIGNAL
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         facts = GeminiFormat().response_facts(STREAM_GENERATE, data)

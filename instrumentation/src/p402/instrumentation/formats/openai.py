@@ -18,12 +18,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Final
 
+from p402.instrumentation._json import load_json
 from p402.instrumentation.formats._types import (
     Endpoint,
     JsonObject,
     Message,
     RequestFacts,
     ResponseFacts,
+    Signal,
     StreamAccumulator,
     as_int,
     as_list,
@@ -103,15 +105,8 @@ def _choice_finish_reasons(body: JsonObject) -> tuple[str, ...]:
     )
 
 
-def _has_value(data: bytes, key: bytes) -> bool:
-    """Whether ``key`` appears in the raw JSON ``data`` with a value other than null."""
-    position = data.find(key)
-    while position != -1:
-        rest = data[position + len(key) :].lstrip(b" :")
-        if not rest.startswith(b"null"):
-            return True
-        position = data.find(key, position + 1)
-    return False
+_CHAT_SIGNAL: Final = Signal("usage", "finish_reason", non_null=True)
+"""What a chat chunk may carry besides the model and id that every chunk repeats."""
 
 
 def is_usage_only_chunk(data: JsonObject) -> bool:
@@ -120,7 +115,13 @@ def is_usage_only_chunk(data: JsonObject) -> bool:
 
 
 class _ChatStream:
-    """Chat completion chunks: model and id on every chunk, usage on the last one."""
+    """Chat completion chunks: model and id on every chunk, usage on the last one.
+
+    Content chunks repeat model and id and carry ``"usage":null, "finish_reason":null``: only
+    the chunks with a finish reason or usage are decoded. The first chunk is kept undecoded,
+    and read at the end only if no later chunk named the model or the id (a later chunk's
+    values would have replaced the first one's anyway).
+    """
 
     def __init__(self, collect_text: bool) -> None:
         self.finished = False
@@ -130,15 +131,21 @@ class _ChatStream:
         self._finish: dict[int, str] = {}
         self._usage: JsonObject = {}
         self._texts: dict[int, list[str]] = {}
+        self._started = False
+        self._first: bytes | None = None
 
     def wants(self, name: str | None, data: bytes) -> bool:
-        # Content chunks repeat model and id and carry "usage":null, "finish_reason":null.
-        return (
-            self._collect
-            or self._id is None
-            or _has_value(data, b'"usage"')
-            or _has_value(data, b'"finish_reason"')
-        )
+        if self._collect or _CHAT_SIGNAL.search(data):
+            self._started = True
+            return True
+        if not self._started:
+            self._started = True
+            self._first = data
+        return False
+
+    @property
+    def signal(self) -> Signal | None:
+        return _CHAT_SIGNAL if self._started and not self._collect else None
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         self._model = as_str(data.get("model")) or self._model
@@ -157,6 +164,11 @@ class _ChatStream:
             self._usage = usage
 
     def facts(self) -> ResponseFacts:
+        if (self._model is None or self._id is None) and self._first is not None:
+            first, self._first = load_json(self._first), None
+            if first is not None:
+                self._model = self._model or as_str(first.get("model"))
+                self._id = self._id or as_str(first.get("id"))
         return ResponseFacts(
             model=self._model,
             response_id=self._id,
@@ -188,6 +200,10 @@ class _ResponsesStream:
             or name == "response.created"
             or (self._collect and name == "response.output_text.delta")
         )
+
+    @property
+    def signal(self) -> Signal | None:
+        return None  # chosen by event name, which events without one do not have
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
         kind = name or as_str(data.get("type"))
