@@ -98,7 +98,6 @@ if TYPE_CHECKING:
 __all__ = ["Exchange", "Meter", "load_json", "replace_request_body"]
 
 RETRY_COUNT_HEADER = "x-stainless-retry-count"
-_RETRY_COUNT_HEADER: Final = RETRY_COUNT_HEADER.encode()
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STREAM_FLAG = b'"stream"'
 _USAGE_ASKED = (b'"include_usage":true', b'"include_usage": true')
@@ -150,19 +149,9 @@ def _asks_for_stream_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
-def _read_headers(raw: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
-    """The attempt a request's retry-count header names (0 without one), and whether it
-    carries OpenTelemetry baggage. Read from the raw pairs: asking the headers by name
-    would first have them work out their text encoding, which costs more than this."""
-    attempt: bytes | None = None
-    baggage = False
-    for key, value in raw:
-        name = key.lower()
-        if name == _RETRY_COUNT_HEADER:
-            attempt = value if attempt is None else b","  # repeated: no single count
-        elif name == b"baggage":
-            baggage = True
-    return (int(attempt) if attempt is not None and attempt.isdigit() else 0), baggage
+def _attempt(headers: Mapping[str, str]) -> int:
+    value = headers.get(RETRY_COUNT_HEADER)
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 class Meter:
@@ -200,11 +189,10 @@ class Meter:
         if endpoint is None:
             return None
         headers = request.headers
-        attempt, baggage = _read_headers(headers.raw)
         # Owner context never travels to a provider, not even through OTel baggage.
-        if baggage:
+        if "baggage" in headers:
             del headers["baggage"]
-        exchange = Exchange(self, route, exchange_format, endpoint, url, path, attempt)
+        exchange = Exchange(self, route, exchange_format, endpoint, url, path, _attempt(headers))
         content = _request_content(request)
         if (
             endpoint is CHAT_COMPLETIONS

@@ -37,13 +37,13 @@ _STATUS_ERROR: Final = 2
 _MAX_UINT64: Final = (1 << 64) - 1
 
 _SMALL: Final = tuple(bytes((i,)) for i in range(128))
-_pack_fixed64 = struct.Struct("<Q").pack
 _pack_double = struct.Struct("<d").pack
 
 # Span fields that never change: kind CLIENT (6), the error status (15), flags SAMPLED (16).
 _KIND_FIELD: Final = b"\x30" + _SMALL[_KIND_CLIENT]
-_ERROR_STATUS_FIELD: Final = b"\x7a\x02\x18" + _SMALL[_STATUS_ERROR]
 _FLAGS_FIELD: Final = b"\x85\x01" + struct.pack("<I", 1)
+_ERROR_AND_FLAGS: Final = b"\x7a\x02\x18" + _SMALL[_STATUS_ERROR] + _FLAGS_FIELD
+_pack_times = struct.Struct("<BQBQ").pack  # start (7) and end (8) time, fixed64 each
 
 
 def _varint(value: int) -> bytes:
@@ -102,15 +102,7 @@ _UNCACHED_KEYS: Final = (
 """Attributes whose values are new with (nearly) every event: caching them would only evict
 the values that do repeat."""
 _MAX_CACHED_VALUES: Final = 1024
-_fields_by_key: dict[str, dict[Any, bytes] | None] = dict.fromkeys(_UNCACHED_KEYS)
-"""Per attribute key, the encoded field of each value seen (``None``: not cached). A key's
-values always have one type, so ``True`` and ``1`` never meet in one key's cache."""
-_MAX_BLOCKS: Final = 1024
-_common_blocks: dict[tuple[tuple[str, Any], ...], bytes] = {}
-
-
-_NEW_KEY: Final[dict[Any, bytes]] = {}
-_key_fields: dict[str, bytes] = {}
+_MAX_KEYS: Final = 1024
 
 
 def _uncached_field(key: str, value: Any) -> bytes:
@@ -130,28 +122,57 @@ def _uncached_field(key: str, value: Any) -> bytes:
     return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
 
 
+_key_fields: dict[str, bytes] = {}
+
+
+class _Fields(dict[Any, bytes]):
+    """The encoded fields of one attribute key, by value, made when first asked for; the
+    values of one key always have one type, so ``True`` and ``1`` never meet here."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def __missing__(self, value: Any) -> bytes:
+        field = _key_value(_SPAN_ATTRIBUTE_TAG, self.key, value)
+        if len(self) >= _MAX_CACHED_VALUES:
+            self.clear()  # the values in use now come back at once
+        self[value] = field
+        return field
+
+
+class _FreshFields(_Fields):
+    """For values that are new with (nearly) every event: encoded, never kept."""
+
+    __slots__ = ()
+
+    def __missing__(self, value: Any) -> bytes:
+        return _uncached_field(self.key, value)
+
+
+class _FieldsByKey(dict[str, _Fields]):
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> _Fields:
+        fields = _Fields(key)
+        if len(self) < _MAX_KEYS:
+            self[key] = fields
+        return fields
+
+
+_fields_by_key = _FieldsByKey({key: _FreshFields(key) for key in _UNCACHED_KEYS})
+_MAX_BLOCKS: Final = 1024
+_common_blocks: dict[tuple[tuple[str, Any], ...], bytes] = {}
+
+
 def _span_attributes(attributes: Mapping[str, Any]) -> list[bytes]:
-    """The span's ``attributes`` fields (9), from the cache where they repeat."""
-    fields = []
-    for key, value in attributes.items():
-        by_value = _fields_by_key.get(key, _NEW_KEY)
-        if by_value is _NEW_KEY:
-            by_value = _fields_by_key[key] = {}
-        elif by_value is None:
-            fields.append(_uncached_field(key, value))
-            continue
-        try:
-            field = by_value.get(value)
-        except TypeError:  # an unhashable value (a list)
-            fields.append(_key_value(_SPAN_ATTRIBUTE_TAG, key, value))
-            continue
-        if field is None:
-            field = _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
-            if len(by_value) >= _MAX_CACHED_VALUES:
-                by_value.clear()  # the values in use now come back at once
-            by_value[value] = field
-        fields.append(field)
-    return fields
+    """The span's ``attributes`` fields (9), from the caches where they repeat."""
+    try:
+        return [_fields_by_key[key][value] for key, value in attributes.items()]
+    except TypeError:  # an unhashable value (a list)
+        return [_key_value(_SPAN_ATTRIBUTE_TAG, key, value) for key, value in attributes.items()]
 
 
 def _common_block(common: Mapping[str, Any]) -> bytes:
@@ -193,20 +214,17 @@ def encode_span(
         if len(_name_fields) >= _MAX_NAMES:
             _name_fields.clear()
         _name_fields[name] = name_field
-    parts = [
+    parts = _span_attributes(attributes)
+    parts[:0] = (
         length_delimited(b"\x0a", trace_id),  # trace_id (1)
         length_delimited(b"\x12", span_id),  # span_id (2)
         length_delimited(b"\x22", parent_span_id) if parent_span_id else b"",  # (4)
         name_field,
         _KIND_FIELD,
-        b"\x39" + _pack_fixed64(start_ns),  # start_time_unix_nano (7)
-        b"\x41" + _pack_fixed64(end_ns),  # end_time_unix_nano (8)
+        _pack_times(0x39, start_ns, 0x41, end_ns),
         _common_block(common),
-        *_span_attributes(attributes),
-    ]
-    if error:
-        parts.append(_ERROR_STATUS_FIELD)
-    parts.append(_FLAGS_FIELD)
+    )
+    parts.append(_ERROR_AND_FLAGS if error else _FLAGS_FIELD)
     return b"".join(parts)
 
 

@@ -32,7 +32,7 @@ __all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
-SCAN_BYTES: Final = 8 * 1024
+SCAN_BYTES: Final = 4 * 1024
 """From this many bytes of events on, a piece is scanned for the events that matter rather
 than split into all of its events."""
 HANDOFF_BYTES: Final = 64 * 1024
@@ -366,27 +366,17 @@ class JsonArrayReader(_StreamReader):
         return b""
 
 
-def _content_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
-    """A response's content type (lower case, ``""`` if none) and content encoding, read
-    from the raw pairs (asking the headers by name first works out their text encoding)."""
-    found: dict[bytes, list[bytes]] = {}
-    for key, value in raw:
-        name = key.lower()
-        if name == b"content-type" or name == b"content-encoding":
-            found.setdefault(name, []).append(value)
-    content_type = b", ".join(found.get(b"content-type", ())).decode("latin-1").lower()
-    encoding = found.get(b"content-encoding")
-    return content_type, None if encoding is None else b", ".join(encoding).decode("latin-1")
+def _is_sse(status: int, content_type: str) -> bool:
+    return status < 400 and content_type.startswith("text/event-stream")
 
 
-def body_reader_for(exchange: Exchange, response: Any, content_type: str) -> BodyReader:
-    status = response.status_code
+def body_reader_for(exchange: Exchange, status: int, content_type: str) -> BodyReader:
     if status >= 400:
         return JsonBodyReader(exchange, status)
     accumulator = exchange.format.stream_accumulator(
         exchange.endpoint, collect_text=exchange.captures_content
     )
-    if content_type.startswith("text/event-stream"):
+    if _is_sse(status, content_type):
         return SseReader(exchange, status, accumulator, exchange.hide_event)
     if exchange.endpoint.streams and content_type.startswith("application/json"):
         return JsonArrayReader(exchange, status, accumulator)
@@ -398,34 +388,47 @@ class _Tap:
 
     Inline (``rewrite``), the reader runs on the application's path and its output replaces
     the chunk. Otherwise the chunks are only collected there and handed to the recorder
-    thread every :data:`HANDOFF_BYTES`, which decodes and reads them in order: the application
-    pays for a list append per chunk, and memory stays bounded by the hand-off size.
+    thread every :data:`HANDOFF_BYTES`, which makes the reader, decodes and reads them in
+    order: the application pays for a list append per chunk, and memory stays bounded by
+    the hand-off size.
     """
 
     __slots__ = (
+        "_content_type",
         "_decoder",
         "_done",
         "_ended",
         "_exchange",
         "_pending",
         "_pending_size",
-        "_reader",
+        "_reader_made",
         "_recorder",
+        "_status",
         "rewrite",
     )
 
     def __init__(
-        self, exchange: Exchange, reader: BodyReader, decoder: Any, *, rewrite: bool
+        self, exchange: Exchange, status: int, content_type: str, decoder: Any, *, rewrite: bool
     ) -> None:
         self._exchange = exchange
-        self._reader = reader
+        self._status = status
+        self._content_type = content_type
         self._decoder = decoder
         self._recorder: Recorder = exchange.meter.recorder
         self._done = False  # reading stopped (on the thread that reads)
         self._ended = False  # the application's stream ended (on its thread)
         self._pending: list[bytes] = []
         self._pending_size = 0
+        self._reader_made: BodyReader | None = None
         self.rewrite = rewrite
+        if rewrite:
+            self._reader_made = body_reader_for(exchange, status, content_type)
+
+    @property
+    def _reader(self) -> BodyReader:
+        if self._reader_made is None:
+            self._reader_made = body_reader_for(self._exchange, self._status, self._content_type)
+        return self._reader_made
 
     def feed(self, raw: bytes) -> bytes:
         if self._done:
@@ -583,17 +586,19 @@ def _wrapper_class(response_type: type, is_async: bool) -> type:
 
 def tap_response(exchange: Exchange, response: Any, *, is_async: bool) -> None:
     """Wrap ``response.stream`` so the exchange finishes as the application reads it."""
-    content_type, content_encoding = _content_headers(response.headers.raw)
-    reader = body_reader_for(exchange, response, content_type)
+    headers = response.headers
+    status = response.status_code
+    content_type = headers.get("content-type", "").lower()
+    content_encoding = headers.get("content-encoding")
     # A private decoder of the response's own content-encoding, independent of the one
     # the application's reads use.
     if content_encoding is None or content_encoding == "identity":
         decoder = _IDENTITY
     else:
-        decoder = type(response)(200, headers=response.headers)._get_content_decoder()
-    rewrite = exchange.hide_event is not None and isinstance(reader, SseReader)
+        decoder = type(response)(200, headers=headers)._get_content_decoder()
+    rewrite = exchange.hide_event is not None and _is_sse(status, content_type)
     if rewrite and content_encoding is not None:
-        del response.headers["content-encoding"]
-    tap = _Tap(exchange, reader, decoder, rewrite=rewrite)
+        del headers["content-encoding"]
+    tap = _Tap(exchange, status, content_type, decoder, rewrite=rewrite)
     response_type: type = type(response)
     response.stream = _wrapper_class(response_type, is_async)(response.stream, tap)

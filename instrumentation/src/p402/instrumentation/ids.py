@@ -1,6 +1,6 @@
 """Economic-event ids: UUIDv7 (RFC 9562), so ids sort by creation time across processes.
 
-The random bits come from the operating system's generator, read 64 ids' worth at a time:
+The random bits come from the operating system's generator, read 67 ids' worth at a time:
 ``os.urandom`` lets other threads run while it waits on the kernel, and a thread that does
 that once per event gives up its turn at the interpreter once per event. The pool is
 dropped in a forked child, which must not repeat its parent's ids.
@@ -15,42 +15,38 @@ from typing import Final
 
 __all__ = ["new_event_id"]
 
-_RANDOM_BYTES: Final = 10  # rand_a (12 bits) and rand_b (62 bits), rounded up
-_POOL_IDS: Final = 64
+_RANDOM_DIGITS: Final = 19  # hex digits: rand_a (3), the variant's (2 random bits), rand_b
+_POOL_BYTES: Final = 640  # 67 ids
+_VARIANT: Final = "89ab" * 4  # the RFC 9562 variant (0b10) and two random bits
 
 _lock = threading.Lock()
-_pool = b""
+_pool = ""
 _taken = 0
 
 
 def _forget_pool() -> None:
     global _lock, _pool, _taken
-    _lock, _pool, _taken = threading.Lock(), b"", 0
+    _lock, _pool, _taken = threading.Lock(), "", 0
 
 
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _random_bits() -> int:
+def _random_digits() -> str:
     global _pool, _taken
     with _lock:
-        if _taken >= len(_pool):
-            _pool, _taken = os.urandom(_RANDOM_BYTES * _POOL_IDS), 0
+        if _taken + _RANDOM_DIGITS > len(_pool):
+            _pool, _taken = os.urandom(_POOL_BYTES).hex(), 0
         start = _taken
-        _taken += _RANDOM_BYTES
-        return int.from_bytes(_pool[start:_taken], "big")
+        _taken += _RANDOM_DIGITS
+        return _pool[start:_taken]
 
 
 def new_event_id() -> str:
     """A fresh, globally unique, time-ordered id in canonical UUID text form."""
-    unix_ms = time.time_ns() // 1_000_000
-    rand = _random_bits()
-    value = (
-        (unix_ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76  # version 7
-        | ((rand >> 62) & 0xFFF) << 64  # rand_a
-        | 0b10 << 62  # RFC 9562 variant
-        | rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b
+    unix_ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    rand = _random_digits()
+    return (
+        f"{unix_ms[:8]}-{unix_ms[8:]}-7{rand[:3]}-{_VARIANT[int(rand[3], 16)]}{rand[4:7]}-"
+        f"{rand[7:]}"
     )
-    digits = f"{value:032x}"
-    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

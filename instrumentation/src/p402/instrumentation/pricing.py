@@ -101,14 +101,18 @@ class _LinearRates:
         )
 
     def cost(self, usage: TokenUsage) -> Decimal:
-        return (
-            self.fixed
-            + self.input * (usage.input_tokens or 0)
-            + self.cache_read * (usage.cache_read_tokens or 0)
-            + self.cache_write * (usage.cache_write_tokens or 0)
-            + self.output * (usage.output_tokens or 0)
-            + self.reasoning * (usage.reasoning_tokens or 0)
-        )
+        total = self.fixed  # the kinds of tokens a call did not use add nothing
+        if usage.input_tokens:
+            total += self.input * usage.input_tokens
+        if usage.cache_read_tokens:
+            total += self.cache_read * usage.cache_read_tokens
+        if usage.cache_write_tokens:
+            total += self.cache_write * usage.cache_write_tokens
+        if usage.output_tokens:
+            total += self.output * usage.output_tokens
+        if usage.reasoning_tokens:
+            total += self.reasoning * usage.reasoning_tokens
+        return total
 
 
 _rates: dict[int, tuple[ModelPrice, _LinearRates | None]] = {}
@@ -127,9 +131,19 @@ def _linear_rates(model_price: ModelPrice) -> _LinearRates | None:
     return rates
 
 
+_MAX_MODELS: Final = 1024
+_models: dict[tuple[str, str], tuple[object, Any]] = {}
+
+
 def _model_price(model: str, provider_id: str, at: datetime) -> Any:
-    _, model_info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
-    return model_info.get_prices(at)
+    snapshot = data_snapshot.get_snapshot()
+    found = _models.get((model, provider_id))
+    if found is None or found[0] is not snapshot:  # price data can be replaced (updates)
+        _, model_info = snapshot.find_provider_model(model, None, provider_id, None)
+        if len(_models) >= _MAX_MODELS:
+            _models.clear()
+        found = _models[model, provider_id] = (snapshot, model_info)
+    return found[1].get_prices(at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,7 @@ def _usage(endpoint: Endpoint, usage: JsonObject) -> TokenUsage:
 
 def _provider_cost(usage: JsonObject) -> Decimal | None:
     cost = usage.get("cost")
-    if isinstance(cost, bool) or not isinstance(cost, Decimal | int):
+    if isinstance(cost, bool) or not isinstance(cost, (Decimal, int)):
         return None
     return Decimal(cost)
 
