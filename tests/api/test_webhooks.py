@@ -19,6 +19,7 @@ from p402.api import create_app
 from p402.api.scheduler import Scheduler
 from p402.ledger.alerts import Crossing, record_alert
 from p402.ledger.keys import Role, create_key
+from p402.ledger.webhook_destinations import ALLOW_PRIVATE_ENV
 from p402.ledger.webhooks import MAX_ATTEMPTS, retry_delay_ms
 
 SECRET = "test-secret-of-the-receiver-0123"
@@ -73,6 +74,12 @@ class Clock:
 
     def __call__(self) -> int:
         return self.ms
+
+
+@pytest.fixture(autouse=True)
+def private_destinations_allowed(monkeypatch) -> None:
+    """The receivers of these tests listen on 127.0.0.1, as on a private deployment."""
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "true")
 
 
 @pytest.fixture
@@ -267,3 +274,101 @@ def test_each_alert_goes_to_the_tenants_own_webhooks_only(engine, api):
         assert len(acme_hook.requests) == 1
         assert globex_hook.requests == []
     assert globex_id != acme_id
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "192.168.0.10",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[fd00::1]",
+        "localhost",
+        "api.localhost",
+    ],
+)
+def test_webhooks_to_non_public_hosts_are_refused_by_default(engine, api, monkeypatch, host):
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV)
+    _, admin = _admin(engine)
+    response = api.put(
+        "/v1/webhooks", json=[{"url": f"http://{host}:8080/hook", "secret": SECRET}], headers=admin
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_webhooks"
+    assert "public" in response.json()["error"]["message"]
+    assert ALLOW_PRIVATE_ENV in response.json()["error"]["message"]
+    assert api.get("/v1/webhooks", headers=admin).json()["data"] == []
+
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "true")
+    allowed = api.put(
+        "/v1/webhooks", json=[{"url": f"http://{host}:8080/hook", "secret": SECRET}], headers=admin
+    )
+    assert allowed.status_code == 200, allowed.text
+
+
+def test_public_hosts_and_names_are_accepted_by_default(engine, api, monkeypatch):
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV)
+    _, admin = _admin(engine)
+    hooks = [
+        {"url": "https://hooks.example.com/p402", "secret": SECRET},
+        {"url": "https://8.8.8.8/hook", "secret": SECRET},
+        {"url": "https://[2001:4860:4860::8888]/hook", "secret": SECRET},
+    ]
+    response = api.put("/v1/webhooks", json=hooks, headers=admin)
+    assert response.status_code == 200, response.text
+
+
+def test_a_delivery_never_connects_to_a_non_public_address(engine, api, monkeypatch):
+    """Checked where the connection is opened: a URL stored while private destinations
+    were allowed, and a name whose DNS answer is private, reach nothing once they are not."""
+    tenant_id, admin = _admin(engine)
+    clock = Clock()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):  # DNS answering a private address
+        if host == "hooks.rebinding.example":
+            return real_getaddrinfo("127.0.0.1", port, *args, **kwargs)
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with Receiver([]) as receiver:
+        port = receiver.server.server_address[1]
+        named = f"http://hooks.rebinding.example:{port}/hooks/p402"
+        put = api.put(
+            "/v1/webhooks",
+            json=[{"url": receiver.url, "secret": SECRET}, {"url": named, "secret": SECRET}],
+            headers=admin,
+        )
+        assert put.status_code == 200, put.text
+        monkeypatch.delenv(ALLOW_PRIVATE_ENV)  # e.g. the server restarted without it
+        _fire(engine, tenant_id, clock())
+        scheduler = Scheduler(engine, clock=clock, environ={})
+        assert scheduler.run_once("webhooks").ran
+        scheduler.shutdown()
+        assert receiver.requests == []
+        assert _deliveries(engine) == [("pending", 1, None), ("pending", 1, None)]
+        hooks = api.get("/v1/webhooks", headers=admin).json()["data"]
+        assert [hook["last_error"] for hook in hooks] == [
+            f"DestinationRefused: 127.0.0.1 resolves to 127.0.0.1, not a public internet address "
+            f"(set {ALLOW_PRIVATE_ENV}=true to allow deliveries on private networks)",
+            f"DestinationRefused: hooks.rebinding.example resolves to 127.0.0.1, not a public "
+            f"internet address (set {ALLOW_PRIVATE_ENV}=true to allow deliveries on private "
+            f"networks)",
+        ]
+
+        monkeypatch.setenv(ALLOW_PRIVATE_ENV, "true")  # allowed again: both are delivered
+        clock.ms += retry_delay_ms(1)
+        scheduler = Scheduler(engine, clock=clock, environ={})
+        assert scheduler.run_once("webhooks").ran
+        scheduler.shutdown()
+        assert len(receiver.requests) == 2
+        assert {headers["host"] for headers, _ in receiver.requests} == {
+            f"127.0.0.1:{port}",
+            f"hooks.rebinding.example:{port}",
+        }
+    assert _deliveries(engine) == [("delivered", 2, 200), ("delivered", 2, 200)]

@@ -4,6 +4,8 @@ A delivery is queued in the transaction that records its alert (one row per webh
 restart loses none. The scheduler posts the due ones; a delivery that fails (connection
 error, timeout, or a status other than 2xx) is tried again after 30 s, 1, 2, 4, … minutes
 (doubling, at most an hour apart), and given up after :data:`MAX_ATTEMPTS` attempts.
+Deliveries reach public internet addresses only, unless the operator allows private ones
+(:mod:`p402.ledger.webhook_destinations`).
 
 Each request is ``POST`` with a JSON body and these headers:
 
@@ -32,6 +34,11 @@ from sqlalchemy import Connection, Engine, RowMapping, func, select, update
 from p402.instrumentation.version import __version__
 from p402.ledger.clock import to_iso
 from p402.ledger.models import Webhook, WebhookDelivery
+from p402.ledger.webhook_destinations import (
+    ALLOW_PRIVATE_ENV,
+    destination_client,
+    refused_literal_host,
+)
 
 __all__ = [
     "EVENT_HEADER",
@@ -117,6 +124,11 @@ def _spec(item: object) -> WebhookSpec:
         valid = False
     if not valid:
         raise InvalidWebhooks(f"url must be an http:// or https:// URL, not {url!r}")
+    if refused := refused_literal_host(parts.hostname or ""):
+        raise InvalidWebhooks(
+            f"url {url!r}: {refused}; webhooks post to public addresses only "
+            f"(the operator can set {ALLOW_PRIVATE_ENV}=true)"
+        )
     secret = item.get("secret")
     if secret is not None and (
         not isinstance(secret, str) or not MIN_SECRET_LENGTH <= len(secret) <= 200
@@ -154,7 +166,8 @@ def _webhook_json(row: RowMapping, secret: str | None = None) -> dict[str, Any]:
 
 def list_webhooks(connection: Connection, tenant_id: int) -> list[dict[str, Any]]:
     """The tenant's webhooks, oldest first (by URL among those set together), without their
-    secrets, with how many of their deliveries are ``pending``, ``delivered`` and ``failed``."""
+    secrets, with how many of their deliveries are ``pending``, ``delivered`` and ``failed``,
+    and the error of the latest failed attempt (``last_error``, ``None`` if none failed)."""
     counts: dict[str, dict[str, int]] = {}
     for webhook_id, status, deliveries in connection.execute(
         select(_DELIVERIES.c.webhook_id, _DELIVERIES.c.status, func.count())
@@ -162,6 +175,13 @@ def list_webhooks(connection: Connection, tenant_id: int) -> list[dict[str, Any]
         .group_by(_DELIVERIES.c.webhook_id, _DELIVERIES.c.status)
     ):
         counts.setdefault(webhook_id, {})[status] = int(deliveries)
+    last_errors: dict[str, str] = {}
+    for webhook_id, error in connection.execute(
+        select(_DELIVERIES.c.webhook_id, _DELIVERIES.c.last_error)
+        .where(_DELIVERIES.c.tenant_id == tenant_id, _DELIVERIES.c.last_error.is_not(None))
+        .order_by(_DELIVERIES.c.last_attempt_ms.desc(), _DELIVERIES.c.id.desc())
+    ):
+        last_errors.setdefault(webhook_id, error)
     rows = connection.execute(
         select(_WEBHOOKS)
         .where(_WEBHOOKS.c.tenant_id == tenant_id, _WEBHOOKS.c.removed_ms.is_(None))
@@ -174,6 +194,7 @@ def list_webhooks(connection: Connection, tenant_id: int) -> list[dict[str, Any]
                 status: counts.get(row["id"], {}).get(status, 0)
                 for status in ("pending", "delivered", "failed")
             },
+            "last_error": last_errors.get(row["id"]),
         }
         for row in rows
     ]
@@ -307,7 +328,7 @@ def deliver_due(engine: Engine, now_ms: int, *, client: httpx.Client | None = No
     if not due:
         return DeliveryRun(0, 0, 0)
     own_client = client is None
-    http = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+    http = client or destination_client(TIMEOUT_SECONDS)
     try:
         for row in due:
             status_code, error = _post(http, row, now_ms)
