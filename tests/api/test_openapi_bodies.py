@@ -39,7 +39,7 @@ BODIES = {
     ("post", "/v1/outcomes"): {JSON},
     ("post", "/v1/authorize"): {JSON},
     ("post", "/v1/keys"): {JSON},
-    ("post", "/v1/imports/{provider}"): {JSON},
+    ("post", "/v1/imports/{provider}"): {JSON, "text/csv"},
     ("post", "/v1/anomalies/{anomaly_id}/review"): {JSON},
     ("put", "/v1/budgets"): {JSON},
     ("put", "/v1/policies"): {JSON},
@@ -187,7 +187,7 @@ ERRORS = {
     ("post", "/v1/traces"): {"415"},
     ("post", "/v1/events"): {"415"},
     ("post", "/v1/outcomes"): {"404", "415"},
-    ("post", "/v1/imports/{provider}"): {"404", "415"},
+    ("post", "/v1/imports/{provider}"): {"404", "415", "422"},
     ("put", "/v1/settings"): {"422"},
 }
 """The errors a body brings besides 400 and 413 (too large), which every route with a body

@@ -21,6 +21,7 @@ from p402.api.remote import ApiClient, RemoteError
 from p402.instrumentation.vocabulary import TOTAL_EVENTS_HEADER
 from p402.ledger.events import EQUALITY_FILTERS
 from p402.ledger.exports import EXPORT_FORMATS
+from p402.ledger.provider_csv import CSV_MEDIA_TYPE, looks_like_csv
 from p402.ledger.provider_reports import PROVIDERS
 
 __all__ = ["export_command", "import_command", "tenant"]
@@ -179,16 +180,21 @@ def export_command(
 def import_command(
     provider: str, files: tuple[IO[bytes], ...], endpoint: str | None, api_key: str | None
 ) -> None:
-    """Import PROVIDER's usage or cost reports (Admin API JSON pages) from FILES
-    (POST /v1/imports/PROVIDER); prints each file's outcome as a JSON line."""
+    """Import PROVIDER's usage or cost reports from FILES (POST /v1/imports/PROVIDER): the
+    Admin API's JSON pages, or the console's CSV exports (a .csv file, or any file that is not
+    JSON); prints each file's outcome as a JSON line."""
     client = _client(endpoint, api_key)
     for file in files:
+        body = file.read()
+        csv_export = looks_like_csv(file.name, body[:4096])
         try:
             outcome = client.json(
                 "POST",
                 f"/v1/imports/{provider}",
-                body=file.read(),
-                content_type="application/json",
+                body=body,
+                content_type=f"{CSV_MEDIA_TYPE}; charset=utf-8"
+                if csv_export
+                else "application/json",
             )
         except RemoteError as error:
             _say(f"{file.name}: not imported")

@@ -47,6 +47,7 @@ from p402.ledger.keys import Role
 from p402.ledger.models import IMPORT_SOURCE_FIELDS
 from p402.ledger.outcomes import MAX_OUTCOMES
 from p402.ledger.price_overrides import MAX_PRICE_OVERRIDES
+from p402.ledger.provider_csv import CSV_MEDIA_TYPE
 from p402.ledger.provider_reports import MAX_COUNT, MAX_UNIX_SECONDS, PROVIDERS
 from p402.ledger.settings import MAX_TIER_OVERRIDES, ROTATE
 from p402.ledger.webhooks import MAX_WEBHOOKS, MIN_SECRET_LENGTH
@@ -856,13 +857,35 @@ PROVIDER_REPORT: Final = DocumentedBody(
                 "A usage or cost report page of the provider named in the path (OpenAI "
                 "buckets for openai, Anthropic buckets for anthropic), or a JSON list of pages"
             ),
-        )
+        ),
+        CSV_MEDIA_TYPE: Schema(
+            type=OpenAPIType.STRING,
+            description=(
+                "A console CSV export of the provider named in the path, with its header row "
+                "(UTF-8 unless the Content-Type's charset says otherwise). openai: Usage → "
+                "Export, the cost CSV (start_time, end_time, amount_value, amount_currency; "
+                "line_item, project_id, api_key_id, user_id) or the activity CSV (start_time, "
+                "end_time, input_tokens; output_tokens, input_cached_tokens, "
+                "num_model_requests, model, project_id, api_key_id, user_id). anthropic: "
+                "Console Usage → Export (usage_date_utc, model_version, "
+                "usage_input_tokens_no_cache, usage_output_tokens; "
+                "usage_input_tokens_cache_write_5m, usage_input_tokens_cache_write_1h, "
+                "usage_input_tokens_cache_read, api_key, workspace) or Cost → Export "
+                "(usage_date_utc, cost_usd in USD; model, token_type, cost_type, api_key, "
+                "api_key_id, workspace)"
+            ),
+        ),
     },
-    description="A provider's usage or cost report, as its Admin API answers it",
+    description=(
+        "A provider's usage or cost report, as its Admin API answers it (JSON) or as its "
+        "console exports it (CSV)"
+    ),
     errors={
         404: f"No importer for the provider (one of {', '.join(PROVIDERS)})",
         **TOO_LARGE,
         **_NOT_READ,
+        422: "CSV rows that cannot be read, each named by its row (the header is row 1); "
+        "nothing was imported",
     },
     path_choices={"provider": PROVIDERS},
 )

@@ -1,4 +1,5 @@
-"""Reading the providers' own usage and cost reports (their Admin API exports).
+"""Reading the providers' own usage and cost reports (their Admin API exports; the consoles'
+CSV downloads are read by :mod:`p402.ledger.provider_csv` into the same results).
 
 Accepted documents are the JSON pages the providers' Admin APIs answer, one page or a list of
 pages, decoded with ``json.loads(..., parse_float=Decimal)`` so that no amount passes through
@@ -45,6 +46,7 @@ __all__ = [
     "PROVIDERS",
     "InvalidReport",
     "ReportedResult",
+    "openai_line_item_model",
     "read_report",
 ]
 
@@ -171,7 +173,7 @@ _OPENAI_USAGE_MEASURES: Final = frozenset(
 _OPENAI_COST_MEASURES: Final = frozenset({"amount"})
 
 
-def _openai_line_item_model(line_item: str | None) -> str | None:
+def openai_line_item_model(line_item: str | None) -> str | None:
     """``"gpt-4o-2024-08-06, input"`` → ``gpt-4o-2024-08-06``; other line items name no model."""
     if not line_item or ", " not in line_item:
         return None
@@ -208,7 +210,7 @@ def _openai_result(start_ms: int, end_ms: int, result: Mapping[str, Any]) -> Rep
             bucket_start_ms=start_ms,
             bucket_end_ms=end_ms,
             raw=_canonical(result),
-            model=_openai_line_item_model(line_item),
+            model=openai_line_item_model(line_item),
             line_item=line_item,
             project_id=_text(result, "project_id"),
             api_key_id=_text(result, "api_key_id"),

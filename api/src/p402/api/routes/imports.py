@@ -22,6 +22,7 @@ from p402.ledger.imports import (
     mapping_rules,
     replace_mapping,
 )
+from p402.ledger.provider_csv import CSV_MEDIA_TYPE, InvalidRows, read_csv
 from p402.ledger.provider_reports import PROVIDERS, InvalidReport, read_report
 
 __all__ = ["MAX_REPORT_BYTES", "get_import_mappings", "post_import", "put_import_mappings"]
@@ -44,32 +45,57 @@ async def post_import(
     identity: CallerIdentity,
     provider: FromPath[str],
 ) -> dict[str, Any]:
-    """Import a provider's usage or cost report, as its Admin API answers it (one page, or a
-    JSON list of pages): OpenAI ``/v1/organization/usage/completions`` and
-    ``/v1/organization/costs``; Anthropic ``/v1/organizations/usage_report/messages`` and
-    ``/v1/organizations/cost_report``.
+    """Import a provider's usage or cost report: as its Admin API answers it
+    (``application/json``: one page, or a JSON list of pages) — OpenAI
+    ``/v1/organization/usage/completions`` and ``/v1/organization/costs``; Anthropic
+    ``/v1/organizations/usage_report/messages`` and ``/v1/organizations/cost_report`` — or as
+    its console exports it (``text/csv``, UTF-8 unless the ``charset`` says otherwise) — OpenAI
+    Usage → Export, cost and activity CSV; Anthropic Console Usage and Cost → Export.
 
     The results are kept with the provider's figures beside the metered events (they are not
     events), attributed by the import mapping. Importing the same report again changes
     nothing; a revised report updates the results it revises. Answers how many results were
-    ``inserted``, ``updated`` and ``unchanged``.
+    ``inserted``, ``updated`` and ``unchanged``. A document that is not one of the provider's
+    reports answers 400 (a CSV: naming the columns it misses); CSV rows that cannot be read
+    answer 422 naming each row (the header is row 1). Nothing is imported from a refused report.
     """
     if provider not in PROVIDERS:
         raise ApiError(
             404, "not_found", f"no importer for {provider!r}; choose from {', '.join(PROVIDERS)}"
         )
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the report as application/json")
-    document = json_document(await request.body(), code="invalid_json")
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type = media_type.strip().lower()
     try:
-        results = read_report(provider, document)
+        if media_type == "application/json":
+            document = json_document(await request.body(), code="invalid_json")
+            results = read_report(provider, document)
+        elif media_type == CSV_MEDIA_TYPE:
+            results = await request.app.state.run_sync(
+                read_csv, provider, await request.body(), charset=_charset(parameters)
+            )
+        else:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "send the report as application/json (the Admin API's JSON) or as text/csv "
+                "(the console's CSV export)",
+            )
+    except InvalidRows as error:
+        raise ApiError(422, "invalid_report", str(error)) from None
     except InvalidReport as error:
         raise ApiError(400, "invalid_report", str(error)) from None
     outcome: ImportOutcome = await request.app.state.run_sync(
         import_results, engine, identity.tenant_id, provider, results
     )
     return {"provider": provider, **outcome.json()}
+
+
+def _charset(parameters: str) -> str | None:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip()
+    return None
 
 
 @dataclass
