@@ -395,7 +395,7 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
         expected = _seed(api, sqlite_engine)
         departments = api.read("/v1/spend", group_by="department", **_this_month())
         budgets = {(b["scope"], b["name"]): b for b in api.read("/v1/budgets")["data"]}
-        receipts = api.read("/v1/receipts", limit=20)["data"]
+        sessions = api.read("/v1/spend", group_by="session", limit=20, **_this_month())["data"]
 
         driver.get(f"{server.url}/#key={keys['read']}")
         assert _loaded(driver) == dict.fromkeys(PANELS, "ready")
@@ -485,25 +485,31 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
         assert rows[0][1:4] == ["sess-alice-6", "alice", "legal"]
         assert rows[0][6:] == ["10\N{MULTIPLICATION SIGN}", "open"]
 
-        # session log: every sealed session, each linked to its receipt as JSON and PDF
+        # session log: the most costly sessions first, each linked to its receipt as JSON
+        # and PDF
         rows = driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr[data-receipt]")
-        assert [r.get_attribute("data-receipt") for r in rows] == [r["id"] for r in receipts]
-        newest = receipts[0]
+        assert [r.get_attribute("data-session") for r in rows] == [s["session"] for s in sessions]
+        assert len(rows) == len({session[2] for session in SESSIONS})
+        top = sessions[0]
+        assert top["session"] == "sess-bob-1"
+        (receipt,) = api.read("/v1/receipts", session=top["session"])["data"]
+        assert rows[0].get_attribute("data-receipt") == receipt["id"]
         links = rows[0].find_elements(By.CSS_SELECTOR, "a.receipt-link")
         assert [link.get_attribute("href") for link in links] == [
-            f"{server.url}/v1/receipts/{newest['id']}",
-            f"{server.url}/v1/receipts/{newest['id']}.pdf",
+            f"{server.url}/v1/receipts/{receipt['id']}",
+            f"{server.url}/v1/receipts/{receipt['id']}.pdf",
         ]
         assert _usd_values(driver, "#sessions tbody tr:first-child .usd") == [
-            newest["receipt"]["cost_usd"]
+            top["cost_usd"],
         ]
+        assert receipt["receipt"]["cost_usd"] == top["cost_usd"]
         # a session opens onto its events
         rows[0].find_element(By.CSS_SELECTOR, "button.link").click()
         events = _wait(
             lambda: _cells(driver, "#sessions tr.session-events tbody tr"),
             "the session's events",
         )
-        assert len(events) == newest["receipt"]["events"]["count"]
+        assert len(events) == top["events"] == receipt["receipt"]["events"]["count"]
 
         screenshot = tmp_path / "dashboard.png"
         height = driver.execute_script("return document.documentElement.scrollHeight")
@@ -558,7 +564,7 @@ def test_a_new_tenant_sees_no_data_yet_once_it_gives_a_read_key(sqlite_engine, d
         assert "No spend recorded" in driver.find_element(By.ID, "departments").text
         assert "No budgets set yet" in driver.find_element(By.ID, "budgets").text
         assert "No anomalous sessions" in driver.find_element(By.ID, "anomalies").text
-        assert "No sealed session receipts" in driver.find_element(By.ID, "sessions").text
+        assert "No sessions recorded" in driver.find_element(By.ID, "sessions").text
 
 
 @needs_chromium

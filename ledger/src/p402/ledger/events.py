@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import operator
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,16 +19,19 @@ from typing import Any, Final, NamedTuple, TypeAlias, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Connection,
     Engine,
     RowMapping,
     Select,
     Table,
     and_,
+    collate,
     func,
     literal_column,
     or_,
     select,
+    union_all,
 )
 from sqlmodel import SQLModel
 
@@ -36,6 +40,7 @@ from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
 from p402.ledger import holds, owners, rollups
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import EconomicEvent, SpendRollup
+from p402.ledger.paging import InvalidCursor, Page, decode_cursor, encode_cursor
 from p402.ledger.rollups import HOUR_MS
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "InvalidCursor",
     "Measures",
     "Page",
+    "SpendPage",
     "by_cost",
     "event_json",
     "get_event",
@@ -58,6 +64,7 @@ __all__ = [
     "rollups_for",
     "spend",
     "spend_groups",
+    "spend_page",
     "total_of",
 ]
 
@@ -331,16 +338,6 @@ class EventFilter:
 # --- listing -------------------------------------------------------------------------------
 
 
-class InvalidCursor(ValueError):
-    """A pagination cursor that this ledger did not hand out."""
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    data: list[dict[str, Any]]
-    next_cursor: str | None
-
-
 def _encode_cursor(ts_ms: int, seq: int) -> str:
     return base64.urlsafe_b64encode(f"{ts_ms}:{seq}".encode()).decode().rstrip("=")
 
@@ -579,6 +576,23 @@ def _event_groups(
     _collect(groups, connection.execute(statement), len(keys), sign)
 
 
+def _rollup_conditions(rollup: _Rung, tenant_id: int, event_filter: EventFilter) -> Any:
+    """The rows of ``rollup`` that hold the tenant's events matching ``event_filter`` (whose
+    range is whole periods of the rollup)."""
+    table, period, period_ms = rollup
+    time = table.c[period]
+    conditions = [table.c.tenant_id == tenant_id]
+    for name, value in event_filter.equals.items():
+        conditions.append(table.c[name] == value)
+    for name in event_filter.present:
+        conditions.append(table.c[name] != "")
+    if event_filter.from_ms is not None:
+        conditions.append(time >= event_filter.from_ms // period_ms)
+    if event_filter.to_ms is not None:
+        conditions.append(time < event_filter.to_ms // period_ms)
+    return and_(*conditions)
+
+
 def _rollup_groups(
     connection: Connection,
     rollup: _Rung,
@@ -591,19 +605,10 @@ def _rollup_groups(
 ) -> None:
     table, period, period_ms = rollup
     time = table.c[period]
-    conditions = [table.c.tenant_id == tenant_id]
-    for name, value in event_filter.equals.items():
-        conditions.append(table.c[name] == value)
-    for name in event_filter.present:
-        conditions.append(table.c[name] != "")
-    if event_filter.from_ms is not None:
-        conditions.append(time >= event_filter.from_ms // period_ms)
-    if event_filter.to_ms is not None:
-        conditions.append(time < event_filter.to_ms // period_ms)
     keys: list[Any] = [time] if bucket_ms is not None else []
     keys.extend(table.c[name] for name in dimensions)
     statement = select(*keys, *(func.sum(table.c[name]) for name in SPEND_MEASURES)).where(
-        and_(*conditions)
+        _rollup_conditions(rollup, tenant_id, event_filter)
     )
     if keys:
         statement = statement.group_by(*keys)
@@ -672,6 +677,208 @@ def by_cost(groups: Mapping[GroupKey, Measures]) -> list[tuple[GroupKey, Measure
     )
 
 
+# A page of the groups, most costly first, ordered and cut in SQL: the signed parts of the
+# range (rollup periods and events, as planned for :func:`spend_groups`) are one UNION ALL,
+# summed per group; a missing value is '' throughout (events' NULL and '' are one group).
+
+_BLANK: Final[ColumnElement[str]] = literal_column("''")
+
+
+def _signed(expression: Any, sign: int) -> Any:
+    return expression if sign == 1 else -expression
+
+
+def _event_part(
+    tenant_id: int, event_filter: EventFilter, dimensions: Sequence[str], sign: int
+) -> Select[Any]:
+    keys = [
+        func.coalesce(EVENTS.c[EQUALITY_FILTERS[name]], _BLANK).label(f"d{n}")
+        for n, name in enumerate(dimensions)
+    ]
+    measures = (
+        func.sum(EVENTS.c.cost_picos),
+        func.count(),
+        func.sum(EVENTS.c.input_tokens),
+        func.sum(EVENTS.c.output_tokens),
+        func.count().filter(EVENTS.c.cost_picos.is_(None)),
+    )
+    statement = event_filter.apply(
+        select(
+            *keys,
+            *(
+                _signed(measure, sign).label(name)
+                for name, measure in zip(SPEND_MEASURES, measures, strict=True)
+            ),
+        ),
+        tenant_id,
+    )
+    return statement.group_by(*keys)
+
+
+def _rollup_part(
+    rollup: _Rung,
+    tenant_id: int,
+    event_filter: EventFilter,
+    dimensions: Sequence[str],
+    sign: int,
+) -> Select[Any]:
+    table = rollup.table
+    keys = [table.c[name].label(f"d{n}") for n, name in enumerate(dimensions)]
+    measures = (_signed(func.sum(table.c[name]), sign).label(name) for name in SPEND_MEASURES)
+    statement = select(*keys, *measures).where(_rollup_conditions(rollup, tenant_id, event_filter))
+    return statement.group_by(*keys)
+
+
+def _spend_parts(
+    tenant_id: int,
+    event_filter: EventFilter,
+    dimensions: Sequence[str],
+    from_rollups: bool,
+) -> list[Select[Any]]:
+    """Statements whose rows, summed per group, are the spend of every group (the same
+    plan as :func:`spend_groups`)."""
+    ladder = rollups_for(event_filter, dimensions) if from_rollups else ()
+    from_ms, to_ms = event_filter.from_ms, event_filter.to_ms
+    if not ladder or (from_ms is not None and to_ms is not None and from_ms >= to_ms):
+        return [_event_part(tenant_id, event_filter, dimensions, 1)]
+    by_period = {rung.period_ms: rung for rung in ladder}
+    parts: list[Select[Any]] = []
+    for part in _plan(1, from_ms, to_ms, list(by_period), now_ms()):
+        ranged = replace(event_filter, from_ms=part.from_ms, to_ms=part.to_ms)
+        if part.period_ms is None:
+            parts.append(_event_part(tenant_id, ranged, dimensions, part.sign))
+        else:
+            rung = by_period[part.period_ms]
+            parts.append(_rollup_part(rung, tenant_id, ranged, dimensions, part.sign))
+    return parts
+
+
+def _after(columns: Sequence[Any], values: Sequence[str]) -> Any:
+    """``columns`` come after ``values`` in ascending order, compared left to right."""
+    first = columns[0] > values[0]
+    if len(columns) == 1:
+        return first
+    return or_(first, and_(columns[0] == values[0], _after(columns[1:], values[1:])))
+
+
+def _spend_position(cursor: str, width: int) -> tuple[int, list[str]]:
+    """The cost and group values of the last row of a page, from its ``next_cursor``."""
+    cost_picos, key = decode_cursor(cursor)
+    try:
+        values = json.loads(key)
+    except ValueError:
+        values = None
+    if (
+        not 0 <= cost_picos < 2**63
+        or not isinstance(values, list)
+        or len(values) != width
+        or not all(isinstance(value, str) and _storable(value) for value in values)
+    ):
+        raise InvalidCursor(f"invalid cursor: {cursor!r}")
+    return cost_picos, values
+
+
+def _storable(text: str) -> bool:
+    """Whether ``text`` could be a stored value (UTF-8, no NUL)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+@dataclass(frozen=True, slots=True)
+class SpendPage:
+    """Rows of a spend question (the groups, most costly first), the cursor that continues
+    them (``None`` on the last page) and the total of every group."""
+
+    data: list[dict[str, Any]]
+    next_cursor: str | None
+    total: dict[str, Any]
+
+
+def spend_page(
+    connection: Connection,
+    tenant_id: int,
+    event_filter: EventFilter,
+    group_by: Iterable[str],
+    *,
+    limit: int | None = None,
+    cursor: str | None = None,
+    from_rollups: bool = True,
+) -> SpendPage:
+    """Cost, event and token totals per combination of ``group_by`` values (see
+    :func:`spend_groups`), ``limit`` groups at a time after ``cursor`` (all with no
+    ``limit``): most costly first, groups of equal cost in the byte order of their values (a
+    missing value first). ``total`` covers every group. Raises :class:`InvalidCursor` for a
+    cursor that is not a ``next_cursor`` of the same ``group_by``.
+
+    Unpriced events count as events but add no cost; ``unpriced_events`` says how many.
+    """
+    dimensions = list(group_by)
+    width = len(dimensions)
+    position = _spend_position(cursor, width) if cursor else None
+    if not dimensions:
+        total = _total(connection, tenant_id, event_filter, from_rollups)
+        return SpendPage([total], None, total)
+    parts = _spend_parts(tenant_id, event_filter, dimensions, from_rollups)
+    united = (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("parts")
+    keys = [united.c[f"d{n}"] for n in range(width)]
+    groups = (
+        select(
+            *keys,
+            *(func.coalesce(func.sum(united.c[name]), 0).label(name) for name in SPEND_MEASURES),
+        )
+        .group_by(*keys)
+        .having(func.sum(united.c.events) != 0)
+        .subquery("groups")
+    )
+    # every group's figures beside the total of all groups, before any is left out
+    ranked = select(
+        groups, *(func.sum(groups.c[name]).over().label(f"all_{name}") for name in SPEND_MEASURES)
+    ).subquery("ranked")
+    cost = ranked.c.cost_picos
+    values: list[ColumnElement[Any]] = [ranked.c[f"d{n}"] for n in range(width)]
+    if connection.dialect.name == "postgresql":  # byte order, as on SQLite
+        values = [collate(value, "C") for value in values]
+    statement = select(ranked).order_by(cost.desc(), *values)
+    if position is not None:
+        after_cost, after_values = position
+        statement = statement.where(
+            or_(cost < after_cost, and_(cost == after_cost, _after(values, after_values)))
+        )
+    if limit is not None:
+        statement = statement.limit(limit + 1)
+    rows = connection.execute(statement).all()
+    next_cursor = None
+    if limit is not None and len(rows) > limit:
+        rows = rows[:limit]
+        last = list(rows[-1][:width])
+        next_cursor = encode_cursor(
+            int(rows[-1].cost_picos), json.dumps(last, separators=(",", ":"))
+        )
+    measured = width + len(SPEND_MEASURES)
+    data = [
+        {
+            **{name: _blank_is_none(value) for name, value in zip(dimensions, row, strict=False)},
+            **Measures.of(row[width:measured]).json(),
+        }
+        for row in rows
+    ]
+    if rows:
+        total = Measures.of(rows[0][measured:]).json()
+    else:  # a page past the last group
+        total = _total(connection, tenant_id, event_filter, from_rollups)
+    return SpendPage(data, next_cursor, total)
+
+
+def _total(
+    connection: Connection, tenant_id: int, event_filter: EventFilter, from_rollups: bool
+) -> dict[str, Any]:
+    groups = spend_groups(connection, tenant_id, event_filter, [], from_rollups=from_rollups)
+    return total_of(groups.values()).json()
+
+
 def spend(
     connection: Connection,
     tenant_id: int,
@@ -680,20 +887,7 @@ def spend(
     *,
     from_rollups: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Cost, event and token totals per combination of ``group_by`` values, most costly
-    first, plus the total (see :func:`spend_groups`).
-
-    Unpriced events count as events but add no cost; ``unpriced_events`` says how many.
-    """
-    dimensions = list(group_by)
-    groups = spend_groups(
-        connection, tenant_id, event_filter, dimensions, from_rollups=from_rollups
-    )
-    total = total_of(groups.values()).json()
-    if not dimensions:
-        return [total], total
-    rows = [
-        {**dict(zip(dimensions, key, strict=True)), **measures.json()}
-        for key, measures in by_cost(groups)
-    ]
-    return rows, total
+    """Every group of a spend question, most costly first, plus the total (see
+    :func:`spend_page`)."""
+    page = spend_page(connection, tenant_id, event_filter, group_by, from_rollups=from_rollups)
+    return page.data, page.total

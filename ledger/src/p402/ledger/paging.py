@@ -1,29 +1,42 @@
-"""Cursor pagination, newest first, for the ledger's lists keyed by a time and a string id
-(alerts, anomalies): the same ``{"data", "next_cursor"}`` pages as the event list."""
+"""Cursor pagination for the ledger's lists: a page and the opaque cursor that continues it,
+and newest-first paging of lists keyed by a time and a string id (alerts, anomalies), the same
+``{"data", "next_cursor"}`` pages as the event list."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Column, Connection, RowMapping, Select, and_, or_
 
-from p402.ledger.events import InvalidCursor, Page
-
-__all__ = ["newest_first"]
+__all__ = ["InvalidCursor", "Page", "decode_cursor", "encode_cursor", "newest_first"]
 
 
-def _encode(ms: int, key: str) -> str:
-    return base64.urlsafe_b64encode(f"{ms}:{key}".encode()).decode().rstrip("=")
+class InvalidCursor(ValueError):
+    """A pagination cursor that this ledger did not hand out."""
 
 
-def _decode(cursor: str) -> tuple[int, str]:
+@dataclass(frozen=True, slots=True)
+class Page:
+    data: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(number: int, key: str) -> str:
+    """An opaque cursor holding a number (a time, an amount) and a string key."""
+    return base64.urlsafe_b64encode(f"{number}:{key}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """The number and key of a cursor made by :func:`encode_cursor`; raises
+    :class:`InvalidCursor` for anything else."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ms_text, key = text.split(":", 1)
-        return int(ms_text), key
+        number_text, key = text.split(":", 1)
+        return int(number_text), key
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor(f"invalid cursor: {cursor!r}") from None
 
@@ -41,7 +54,7 @@ def newest_first(
     """Run ``statement`` newest first (by ``time_column``, then ``key_column``), ``limit``
     rows at a time after ``cursor``; raises :class:`InvalidCursor` for a foreign cursor."""
     if cursor:
-        ms, key = _decode(cursor)
+        ms, key = decode_cursor(cursor)
         statement = statement.where(
             or_(time_column < ms, and_(time_column == ms, key_column < key))
         )
@@ -50,5 +63,5 @@ def newest_first(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = _encode(rows[-1][time_column.name], rows[-1][key_column.name])
+        next_cursor = encode_cursor(rows[-1][time_column.name], rows[-1][key_column.name])
     return Page([render(row) for row in rows], next_cursor)

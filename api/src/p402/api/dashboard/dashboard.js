@@ -1,7 +1,8 @@
 // The P402 finance dashboard: every panel is drawn from one aggregate API route (spend
 // rollups, budgets, projections, observations, anomalies, receipts), never from a listing of
-// all events. Each panel shows its data, "no data yet", "not available on this server" or
-// the API's error, independently of the others.
+// all events; ranked panels ask the API for their top rows only (``limit``). Each panel
+// shows its data, "no data yet", "not available on this server" or the API's error,
+// independently of the others.
 
 import {
   ApiError,
@@ -32,6 +33,7 @@ import {
 
 const LEADERBOARD_SIZE = 10;
 const SESSION_PAGE = 20;
+const SESSION_RECEIPTS = 5;
 const SESSION_EVENTS = 50;
 const ANOMALY_PAGE = 20;
 const AT_RISK = new Set(["warning", "projected_over", "exceeded"]);
@@ -138,8 +140,11 @@ function load(path, params = {}) {
   return requests.get(id);
 }
 
-function spendBy(groupBy) {
-  return load("/v1/spend", { group_by: groupBy, ...monthRange(selectedMonth()) });
+/** This month's spend per ``groupBy`` group, most costly first (``limit`` groups at most). */
+function spendBy(groupBy, limit = undefined) {
+  const params = { group_by: groupBy, ...monthRange(selectedMonth()) };
+  if (limit !== undefined) params.limit = limit;
+  return load("/v1/spend", params);
 }
 
 async function optional(promise) {
@@ -301,8 +306,8 @@ async function departmentsPanel(body) {
 }
 
 async function employeesPanel(body) {
-  const answer = await spendBy("employee,department");
-  const rows = (answer.data ?? []).slice(0, LEADERBOARD_SIZE);
+  const answer = await spendBy("employee", LEADERBOARD_SIZE);
+  const rows = answer.data ?? [];
   if (!rows.length) {
     fill(body, message("empty", `No spend recorded for ${formatMonth(selectedMonth())} yet.`));
     return "empty";
@@ -313,7 +318,6 @@ async function employeesPanel(body) {
       [
         { label: "#", numeric: true, cell: (row) => String(rows.indexOf(row) + 1) },
         { label: "Employee", cell: (row) => ownerLabel(row.employee, "(no employee)") },
-        { label: "Department", cell: (row) => ownerLabel(row.department, "—") },
         { label: "Spend", numeric: true, cell: (row) => money(row.cost_usd) },
         { label: "Share", numeric: true, cell: (row) => formatShare(row.cost_usd, total) },
         { label: "Events", numeric: true, cell: (row) => formatCount(row.events) },
@@ -321,8 +325,8 @@ async function employeesPanel(body) {
       rows,
       (row) => ({ dataset: { employee: row.employee ?? "" } }),
     ),
-    answer.data.length > rows.length
-      ? el("p", { class: "table-total" }, `Top ${rows.length} of ${answer.data.length} employee/department pairs`)
+    answer.next_cursor
+      ? el("p", { class: "table-total" }, `The ${rows.length} most costly employees are shown, of a total of `, money(total), ".")
       : null,
   );
   return "ready";
@@ -536,15 +540,6 @@ function receiptLink(receiptId, suffix, accept, label) {
   return link;
 }
 
-function owners(receipt) {
-  const found = receipt.owners ?? {};
-  const parts = [];
-  for (const name of ["department", "employee", "project"]) {
-    if ((found[name] ?? []).length) parts.push(found[name].join(", "));
-  }
-  return parts.length ? parts.join(" · ") : el("span", { class: "muted" }, "—");
-}
-
 async function showSessionEvents(row, session, button) {
   const next = row.nextElementSibling;
   if (next && next.classList.contains("session-events")) {
@@ -579,32 +574,62 @@ async function showSessionEvents(row, session, button) {
   }
 }
 
-function sessionRows(receipts) {
-  return receipts.map((item) => {
-    const receipt = item.receipt ?? {};
-    const session = receipt.session;
+/** Each session's receipts over the month, newest first: ``null`` when the server has no
+ * receipts route, an Error when they could not be fetched. */
+function receiptsOf(rows, range) {
+  return Promise.all(
+    rows.map(async (row) => {
+      if (row.session === null || row.session === undefined) return [];
+      try {
+        const answer = await optional(getJson(apiKey, "/v1/receipts", { session: row.session, limit: SESSION_RECEIPTS, ...range }));
+        return answer === null ? null : answer.data ?? [];
+      } catch (error) {
+        return error;
+      }
+    }),
+  );
+}
+
+function receiptCells(receipts) {
+  if (receipts === null) return [el("span", { class: "muted" }, "not available"), null];
+  if (receipts instanceof Error) {
+    return [el("span", { class: "muted", title: receipts.message }, "could not load"), null];
+  }
+  if (!receipts.length) return [el("span", { class: "muted", title: "sealed once idle, or when closed" }, "not sealed yet"), null];
+  const links = receipts.flatMap((item, index) => [
+    index ? el("br") : null,
+    receiptLink(item.id, "", "application/json", "JSON"),
+    " · ",
+    receiptLink(item.id, ".pdf", "application/pdf", "PDF"),
+  ]);
+  return [receipts.map((item) => badge(item.status)), links];
+}
+
+/** Rows of the session log: ``rows`` (spend per session) ranked from ``first``, each with
+ * its receipts. */
+async function sessionRows(rows, first, range, total) {
+  const receipts = await receiptsOf(rows, range);
+  return rows.map((spend, index) => {
+    const session = spend.session;
     const button = session
       ? el("button", { type: "button", class: "link", "aria-expanded": "false", title: "show this session's events" }, session)
-      : el("span", { class: "muted" }, "(no session)");
+      : el("span", { class: "muted", title: "events that name no session" }, "(no session)");
+    const [evidence, links] = receiptCells(receipts[index]);
+    const newest = Array.isArray(receipts[index]) ? receipts[index][0] : undefined;
+    const dataset = { session: session ?? "" };
+    if (newest) dataset.receipt = newest.id;
     const row = el(
       "tr",
-      { dataset: { receipt: item.id, session: session ?? "" } },
-      el("td", { class: "nowrap" }, formatTime(receipt.sealed_at)),
+      { dataset },
+      el("td", { class: "num" }, String(first + index + 1)),
       el("td", { class: "nowrap" }, button),
-      el("td", {}, owners(receipt)),
-      el("td", {}, (receipt.models ?? []).join(", ") || "—"),
-      el("td", { class: "num" }, formatCount(receipt.events?.count)),
-      el("td", { class: "num" }, formatCount(receipt.tokens?.input)),
-      el("td", { class: "num" }, formatCount(receipt.tokens?.output)),
-      el("td", { class: "num" }, money(receipt.cost_usd)),
-      el("td", {}, badge(item.status)),
-      el(
-        "td",
-        { class: "links" },
-        receiptLink(item.id, "", "application/json", "JSON"),
-        " · ",
-        receiptLink(item.id, ".pdf", "application/pdf", "PDF"),
-      ),
+      el("td", { class: "num" }, formatCount(spend.events)),
+      el("td", { class: "num" }, formatCount(spend.input_tokens)),
+      el("td", { class: "num" }, formatCount(spend.output_tokens)),
+      el("td", { class: "num" }, money(spend.cost_usd)),
+      el("td", { class: "num" }, formatShare(spend.cost_usd, total)),
+      el("td", {}, evidence),
+      el("td", { class: "links" }, links ?? el("span", { class: "muted" }, "—")),
     );
     if (session) button.addEventListener("click", () => showSessionEvents(row, session, button));
     return row;
@@ -613,36 +638,39 @@ function sessionRows(receipts) {
 
 async function sessionsPanel(body) {
   const range = monthRange(selectedMonth());
-  const answer = await optional(load("/v1/receipts", { limit: SESSION_PAGE, ...range }));
-  if (answer === null) {
-    fill(body, message("unavailable", "Session receipts are not available on this server."));
-    return "unavailable";
-  }
-  const receipts = answer.data ?? [];
-  if (!receipts.length) {
-    fill(body, message("empty", `No sealed session receipts for ${formatMonth(selectedMonth())} yet: a session is sealed once idle, or when closed.`));
+  const question = { group_by: "session", limit: SESSION_PAGE, ...range };
+  const answer = await load("/v1/spend", question);
+  const rows = answer.data ?? [];
+  if (!rows.length) {
+    fill(body, message("empty", `No sessions recorded for ${formatMonth(selectedMonth())} yet.`));
     return "empty";
   }
-  const headings = ["Sealed", "Session", "Owners", "Models", "Events", "Tokens in", "Tokens out", "Cost", "Evidence", "Receipt"];
-  const numeric = new Set(["Events", "Tokens in", "Tokens out", "Cost"]);
-  const tbody = el("tbody", {}, sessionRows(receipts));
+  const total = answer.total.cost_usd;
+  const headings = ["#", "Session", "Events", "Tokens in", "Tokens out", "Cost", "Share", "Evidence", "Receipt"];
+  const numeric = new Set(["#", "Events", "Tokens in", "Tokens out", "Cost", "Share"]);
+  const tbody = el("tbody", {}, await sessionRows(rows, 0, range, total));
   const more = el("p", { class: "table-total" });
   let cursor = answer.next_cursor;
   const showMore = () => {
     fill(more);
     if (!cursor) return;
-    more.append(
-      el("button", {
-        type: "button",
-        class: "quiet",
-        onclick: async () => {
-          const page = await getJson(apiKey, "/v1/receipts", { limit: SESSION_PAGE, cursor, ...range });
-          tbody.append(...sessionRows(page.data ?? []));
+    const button = el("button", {
+      type: "button",
+      class: "quiet",
+      onclick: async () => {
+        button.disabled = true;
+        try {
+          const page = await getJson(apiKey, "/v1/spend", { ...question, cursor });
+          tbody.append(...(await sessionRows(page.data ?? [], tbody.rows.length, range, total)));
           cursor = page.next_cursor;
           showMore();
-        },
-      }, "Show more sessions"),
-    );
+        } catch (error) {
+          button.disabled = false;
+          button.title = `could not load more sessions: ${error.message}`;
+        }
+      },
+    }, "Show the next sessions");
+    more.append(button);
   };
   showMore();
   fill(body, 

@@ -1,5 +1,6 @@
-"""``GET /v1/spend``: cost, events and tokens grouped by any owner dimensions and more;
-``GET /v1/spend/timeseries``: the same per hour, day, week or month."""
+"""``GET /v1/spend``: cost, events and tokens grouped by any owner dimensions and more, the
+most costly groups first, a page at a time; ``GET /v1/spend/timeseries``: the same per hour,
+day, week or month."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
+from p402.api.routes.filters import MAX_LIMIT
 from p402.ledger.clock import now_ms
-from p402.ledger.events import GROUP_BY_DIMENSIONS, spend
+from p402.ledger.events import GROUP_BY_DIMENSIONS, InvalidCursor, spend_page
 from p402.ledger.timeseries import Interval, InvalidTimeseries, spend_timeseries
 
 __all__ = ["GroupBy", "dimensions", "get_spend", "get_spend_timeseries"]
@@ -42,12 +44,26 @@ def get_spend(
     identity: CallerIdentity,
     event_filter: QueryFilter,
     group_by: GroupBy = None,
+    limit: Annotated[
+        int, Parameter(ge=1, le=MAX_LIMIT, description="groups per page (the most costly first)")
+    ] = 100,
+    cursor: Annotated[
+        str | None,
+        Parameter(required=False, description="the previous page's next_cursor, to page on"),
+    ] = None,
 ) -> dict[str, Any]:
-    """Totals per group: ``cost_usd`` (decimal string), ``events``, input and output tokens."""
+    """Totals per group: ``cost_usd`` (decimal string), ``events``, input and output tokens;
+    the most costly groups first (groups of equal cost in the order of their values),
+    ``limit`` at a time, ``next_cursor`` paging on. ``total`` covers every group."""
     names = dimensions(group_by)
     with engine.connect() as connection:
-        rows, total = spend(connection, identity.tenant_id, event_filter, names)
-    return {"data": rows, "total": total, "next_cursor": None}
+        try:
+            page = spend_page(
+                connection, identity.tenant_id, event_filter, names, limit=limit, cursor=cursor
+            )
+        except InvalidCursor as error:
+            raise ApiError(400, "invalid_cursor", str(error)) from None
+    return {"data": page.data, "total": page.total, "next_cursor": page.next_cursor}
 
 
 @get("/v1/spend/timeseries", opt={"role": "read"}, tags=["spend"], sync_to_thread=True)
