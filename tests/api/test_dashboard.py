@@ -395,7 +395,7 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
         expected = _seed(api, sqlite_engine)
         departments = api.read("/v1/spend", group_by="department", **_this_month())
         budgets = {(b["scope"], b["name"]): b for b in api.read("/v1/budgets")["data"]}
-        sessions = api.read("/v1/spend", group_by="session", limit=20, **_this_month())["data"]
+        sessions = api.read("/v1/sessions", limit=20, **_this_month())["data"]
 
         driver.get(f"{server.url}/#key={keys['read']}")
         assert _loaded(driver) == dict.fromkeys(PANELS, "ready")

@@ -38,6 +38,7 @@ from p402.api.routes.policies import (
 )
 from p402.api.routes.receipts import get_receipt_by_id, get_receipt_proof, get_receipts
 from p402.api.routes.reconciliation import get_reconciliation
+from p402.api.routes.sessions import get_sessions
 from p402.api.routes.settings import get_settings, put_settings
 from p402.api.routes.settlements import get_settlements, post_session_close
 from p402.api.routes.spend import get_spend, get_spend_timeseries
@@ -109,6 +110,7 @@ def create_app(
             get_receipt_by_id,
             get_receipt_proof,
             post_session_close,
+            get_sessions,
             get_settlements,
             # exports, imports and keys
             get_export,

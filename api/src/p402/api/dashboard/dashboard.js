@@ -33,7 +33,6 @@ import {
 
 const LEADERBOARD_SIZE = 10;
 const SESSION_PAGE = 20;
-const SESSION_RECEIPTS = 5;
 const SESSION_EVENTS = 50;
 const ANOMALY_PAGE = 20;
 const AT_RISK = new Set(["warning", "projected_over", "exceeded"]);
@@ -287,7 +286,7 @@ async function departmentsPanel(body) {
     fill(body, message("empty", `No spend recorded for ${formatMonth(selectedMonth())} yet.`));
     return "empty";
   }
-  const total = answer.total.cost_usd;
+  const total = (await spendBy("")).total.cost_usd;
   fill(body, 
     table(
       [
@@ -312,7 +311,7 @@ async function employeesPanel(body) {
     fill(body, message("empty", `No spend recorded for ${formatMonth(selectedMonth())} yet.`));
     return "empty";
   }
-  const total = answer.total.cost_usd;
+  const total = (await spendBy("")).total.cost_usd;
   fill(body, 
     table(
       [
@@ -339,7 +338,7 @@ async function modelsPanel(body) {
     fill(body, message("empty", `No spend recorded for ${formatMonth(selectedMonth())} yet.`));
     return "empty";
   }
-  const total = answer.total.cost_usd;
+  const total = (await spendBy("")).total.cost_usd;
   const strip = el("div", { class: "mix", "aria-hidden": "true" });
   rows.forEach((row, index) => {
     const segment = el("span", { class: `mix-${index % 8}`, title: `${row.model ?? "unknown"}: ${formatShare(row.cost_usd, total)}` });
@@ -574,50 +573,26 @@ async function showSessionEvents(row, session, button) {
   }
 }
 
-/** Each session's receipts over the month, newest first: ``null`` when the server has no
- * receipts route, an Error when they could not be fetched. */
-function receiptsOf(rows, range) {
-  return Promise.all(
-    rows.map(async (row) => {
-      if (row.session === null || row.session === undefined) return [];
-      try {
-        const answer = await optional(getJson(apiKey, "/v1/receipts", { session: row.session, limit: SESSION_RECEIPTS, ...range }));
-        return answer === null ? null : answer.data ?? [];
-      } catch (error) {
-        return error;
-      }
-    }),
-  );
-}
-
-function receiptCells(receipts) {
-  if (receipts === null) return [el("span", { class: "muted" }, "not available"), null];
-  if (receipts instanceof Error) {
-    return [el("span", { class: "muted", title: receipts.message }, "could not load"), null];
-  }
-  if (!receipts.length) return [el("span", { class: "muted", title: "sealed once idle, or when closed" }, "not sealed yet"), null];
-  const links = receipts.flatMap((item, index) => [
-    index ? el("br") : null,
-    receiptLink(item.id, "", "application/json", "JSON"),
+/** The evidence and receipt cells of a session whose latest receipt is ``receiptId``. */
+function receiptCells(receiptId) {
+  if (!receiptId) return [el("span", { class: "muted", title: "sealed once idle, or when closed" }, "not sealed yet"), null];
+  const links = [
+    receiptLink(receiptId, "", "application/json", "JSON"),
     " · ",
-    receiptLink(item.id, ".pdf", "application/pdf", "PDF"),
-  ]);
-  return [receipts.map((item) => badge(item.status)), links];
+    receiptLink(receiptId, ".pdf", "application/pdf", "PDF"),
+  ];
+  return [badge("sealed"), links];
 }
 
-/** Rows of the session log: ``rows`` (spend per session) ranked from ``first``, each with
- * its receipts. */
-async function sessionRows(rows, first, range, total) {
-  const receipts = await receiptsOf(rows, range);
+/** Rows of the session log: ``rows`` (sessions, most costly first) ranked from ``first``,
+ * each with its latest receipt. */
+function sessionRows(rows, first, total) {
   return rows.map((spend, index) => {
     const session = spend.session;
-    const button = session
-      ? el("button", { type: "button", class: "link", "aria-expanded": "false", title: "show this session's events" }, session)
-      : el("span", { class: "muted", title: "events that name no session" }, "(no session)");
-    const [evidence, links] = receiptCells(receipts[index]);
-    const newest = Array.isArray(receipts[index]) ? receipts[index][0] : undefined;
-    const dataset = { session: session ?? "" };
-    if (newest) dataset.receipt = newest.id;
+    const button = el("button", { type: "button", class: "link", "aria-expanded": "false", title: "show this session's events" }, session);
+    const [evidence, links] = receiptCells(spend.receipt_id);
+    const dataset = { session };
+    if (spend.receipt_id) dataset.receipt = spend.receipt_id;
     const row = el(
       "tr",
       { dataset },
@@ -631,24 +606,24 @@ async function sessionRows(rows, first, range, total) {
       el("td", {}, evidence),
       el("td", { class: "links" }, links ?? el("span", { class: "muted" }, "—")),
     );
-    if (session) button.addEventListener("click", () => showSessionEvents(row, session, button));
+    button.addEventListener("click", () => showSessionEvents(row, session, button));
     return row;
   });
 }
 
 async function sessionsPanel(body) {
   const range = monthRange(selectedMonth());
-  const question = { group_by: "session", limit: SESSION_PAGE, ...range };
-  const answer = await load("/v1/spend", question);
+  const question = { limit: SESSION_PAGE, ...range };
+  const answer = await load("/v1/sessions", question);
   const rows = answer.data ?? [];
   if (!rows.length) {
     fill(body, message("empty", `No sessions recorded for ${formatMonth(selectedMonth())} yet.`));
     return "empty";
   }
-  const total = answer.total.cost_usd;
+  const total = (await spendBy("")).total.cost_usd;
   const headings = ["#", "Session", "Events", "Tokens in", "Tokens out", "Cost", "Share", "Evidence", "Receipt"];
   const numeric = new Set(["#", "Events", "Tokens in", "Tokens out", "Cost", "Share"]);
-  const tbody = el("tbody", {}, await sessionRows(rows, 0, range, total));
+  const tbody = el("tbody", {}, sessionRows(rows, 0, total));
   const more = el("p", { class: "table-total" });
   let cursor = answer.next_cursor;
   const showMore = () => {
@@ -660,8 +635,8 @@ async function sessionsPanel(body) {
       onclick: async () => {
         button.disabled = true;
         try {
-          const page = await getJson(apiKey, "/v1/spend", { ...question, cursor });
-          tbody.append(...(await sessionRows(page.data ?? [], tbody.rows.length, range, total)));
+          const page = await getJson(apiKey, "/v1/sessions", { ...question, cursor });
+          tbody.append(...sessionRows(page.data ?? [], tbody.rows.length, total));
           cursor = page.next_cursor;
           showMore();
         } catch (error) {
