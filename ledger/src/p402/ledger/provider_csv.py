@@ -39,7 +39,8 @@ Anthropic, console.anthropic.com → Usage / Cost → Export:
   ``context_window``, ``inference_geo``, ``speed``. ``model`` is a display name, read as the
   model id it spells: ``Claude 3.5 Sonnet 2024-10-22`` → ``claude-3-5-sonnet-20241022``,
   ``Claude Sonnet 4.5`` → ``claude-sonnet-4-5`` (the alias: the export does not say which
-  snapshot). The line item is the model and ``token_type`` (or ``cost_type``). Not read:
+  snapshot; reconciliation finds it, see :mod:`p402.ledger.reconciliation`). The line item
+  is the model and ``token_type`` (or ``cost_type``). Not read:
   ``list_price_usd``, ``api_key_status``.
 - The Console names workspaces and API keys rather than giving their ids: ``workspace`` is read
   as the ``workspace_id`` and ``api_key`` as the ``api_key_id`` (where an ``api_key_id`` column

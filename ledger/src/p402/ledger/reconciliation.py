@@ -11,6 +11,7 @@ unrounded figures; a figure that cannot be computed is ``None``, never 0.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -246,6 +247,29 @@ def _metered_figures(
     }
 
 
+_SNAPSHOT_SUFFIX: Final = re.compile(r"-(\d{8})$")
+
+
+def _aliases_joined(
+    reported: dict[_Key, ReconciliationFigures], keys: set[_Key]
+) -> dict[_Key, ReconciliationFigures]:
+    """``reported`` with the figures a provider states under a model alias (``claude-sonnet-
+    4-5``, as Anthropic's cost export names models) moved to the one dated snapshot of that
+    alias (``claude-sonnet-4-5-20250929``) named on the same provider and day, by either side;
+    with none, or several, the alias stays a row of its own."""
+    snapshots: dict[tuple[str, int, str], set[str]] = defaultdict(set)
+    for provider_name, day, model in keys:
+        if _SNAPSHOT_SUFFIX.search(model):
+            snapshots[(provider_name, day, _SNAPSHOT_SUFFIX.sub("", model))].add(model)
+    joined: dict[_Key, ReconciliationFigures] = defaultdict(ReconciliationFigures)
+    for (provider_name, day, model), figures in reported.items():
+        candidates = snapshots.get((provider_name, day, model), set())
+        if len(candidates) == 1:
+            (model,) = candidates
+        joined[(provider_name, day, model)].absorb(figures)
+    return dict(joined)
+
+
 def _imported_providers(connection: Connection, tenant_id: int) -> list[str]:
     return list(
         connection.execute(
@@ -269,6 +293,7 @@ def reconcile(
     providers = [provider] if provider else _imported_providers(connection, tenant_id)
     reported = _provider_figures(connection, tenant_id, providers, from_day, to_day)
     metered = _metered_figures(connection, tenant_id, providers, from_day, to_day)
+    reported = _aliases_joined(reported, set(reported) | set(metered))
     rows: list[dict[str, Any]] = []
     totals: dict[str, ReconciliationFigures] = defaultdict(ReconciliationFigures)
     for key in sorted(reported.keys() | metered.keys()):
