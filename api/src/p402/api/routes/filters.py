@@ -10,11 +10,16 @@ from p402.api.errors import ApiError
 from p402.ledger.clock import from_iso
 from p402.ledger.events import EventFilter
 
-__all__ = ["MAX_LIMIT", "parse_time", "provide_event_filter"]
+__all__ = ["MAX_LIMIT", "RangeEnd", "RangeStart", "parse_time", "provide_event_filter"]
 
 MAX_LIMIT = 1000
 
 _Text = Annotated[str | None, Parameter(required=False)]
+RangeStart = Annotated[
+    str | None,
+    QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
+]
+RangeEnd = Annotated[str | None, Parameter(required=False, description="ISO-8601 end (exclusive)")]
 
 
 def parse_time(value: str | None, name: str) -> int | None:
@@ -48,13 +53,8 @@ def provide_event_filter(
     evidence_status: _Text = None,
     policy_result: _Text = None,
     privacy_mode: _Text = None,
-    from_: Annotated[
-        str | None,
-        QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
-    ] = None,
-    to: Annotated[
-        str | None, Parameter(required=False, description="ISO-8601 end (exclusive)")
-    ] = None,
+    from_: RangeStart = None,
+    to: RangeEnd = None,
 ) -> EventFilter:
     given = {
         "department": department,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import get
-from litestar.params import Parameter, QueryParameter
+from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
-from p402.api.routes.filters import parse_time
+from p402.api.routes.filters import RangeEnd, RangeStart, parse_time
 from p402.ledger.reconciliation import reconcile
 
 __all__ = ["get_reconciliation"]
@@ -22,13 +22,8 @@ def get_reconciliation(
         str | None,
         Parameter(required=False, description="e.g. openai; default: every imported provider"),
     ] = None,
-    from_: Annotated[
-        str | None,
-        QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
-    ] = None,
-    to: Annotated[
-        str | None, Parameter(required=False, description="ISO-8601 end (exclusive)")
-    ] = None,
+    from_: RangeStart = None,
+    to: RangeEnd = None,
 ) -> dict[str, Any]:
     """Provider-reported cost and tokens (imported reports) against the metered events (the
     spend rollup), per provider, UTC day and model, over the whole UTC days overlapping

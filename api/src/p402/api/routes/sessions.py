@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import get
-from litestar.params import Parameter, QueryParameter
+from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
-from p402.api.routes.filters import MAX_LIMIT, parse_time
+from p402.api.routes.filters import MAX_LIMIT, RangeEnd, RangeStart, parse_time
 from p402.ledger.paging import InvalidCursor
 from p402.ledger.sessions import list_sessions
 
@@ -24,13 +24,8 @@ def get_sessions(
     identity: CallerIdentity,
     department: _Text = None,
     employee: _Text = None,
-    from_: Annotated[
-        str | None,
-        QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
-    ] = None,
-    to: Annotated[
-        str | None, Parameter(required=False, description="ISO-8601 end (exclusive)")
-    ] = None,
+    from_: RangeStart = None,
+    to: RangeEnd = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Parameter(required=False)] = None,
 ) -> dict[str, Any]:
