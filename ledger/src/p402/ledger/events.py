@@ -142,31 +142,18 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
     batch = uuid.uuid4().hex
     with engine.begin() as connection:
         if own_keys:
-            replaced = list(
-                connection.execute(
-                    select(EVENTS.c.seq).where(
-                        EVENTS.c.tenant_id == tenant_id,
-                        EVENTS.c.source != "p402",
-                        EVENTS.c.response_key.in_(own_keys),
-                    )
-                ).scalars()
-            )
+            replaced = _with_response_keys(connection, "foreign seq", tenant_id, own_keys)
             if replaced:
                 rollups.remove_events(connection, tenant_id, replaced)
                 connection.execute(EVENTS.delete().where(EVENTS.c.seq.in_(replaced)))
         reported = own_keys
         if foreign_keys - own_keys:
             reported = reported | set(
-                connection.execute(
-                    select(EVENTS.c.response_key).where(
-                        EVENTS.c.tenant_id == tenant_id,
-                        EVENTS.c.source == "p402",
-                        EVENTS.c.response_key.in_(foreign_keys - own_keys),
-                    )
-                ).scalars()
+                _with_response_keys(connection, "own key", tenant_id, foreign_keys - own_keys)
             )
+        tail = (tenant_id, received, batch)
         rows = [
-            (*_record_values(record), tenant_id, received, batch)
+            _record_values(record) + tail
             for record in records
             if record.source == "p402" or record.response_key not in reported
         ]
@@ -176,11 +163,43 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
             inserted = _insert_postgresql(connection, rows)  # rollups and owners included
         else:
             inserted = _insert_sqlite(connection, rows)
-            if inserted:
+            if inserted == len(rows):  # every row is new: summed from the rows at hand
+                rollups.add_rows(connection, rows, _COLUMNS)
+                owners.register_rows(connection, rows, _COLUMNS)
+            elif inserted:  # some were there already: the ones written, by their batch
                 rollups.add_batch(connection, batch)
                 owners.register_batch(connection, batch)
         holds.release_batch(connection, tenant_id, batch)
         return inserted
+
+
+# One query by a set of response keys, bound as one parameter (a JSON array: cheaper to
+# pass than a thousand parameters, or than an array psycopg builds): the seq of other
+# instrumentations' reports (through their partial unique index), or the keys P402 itself
+# reported.
+_BY_RESPONSE_KEYS: Final = {
+    (dialect, wanted): (
+        f"SELECT {column} FROM economic_event WHERE tenant_id = {mark} AND source {source} "
+        f"AND response_key {keys}"
+    )
+    for dialect, mark, keys in (
+        ("sqlite", "?", "IN (SELECT value FROM json_each(?))"),
+        ("postgresql", "%s", "= ANY(ARRAY(SELECT json_array_elements_text(%s::json)))"),
+    )
+    for wanted, column, source in (
+        ("foreign seq", "seq", "!= 'p402'"),
+        ("own key", "response_key", "= 'p402'"),
+    )
+}
+
+
+def _with_response_keys(
+    connection: Connection, wanted: str, tenant_id: int, keys: set[str]
+) -> list[Any]:
+    values = json.dumps(sorted(keys), ensure_ascii=False)
+    statement = _BY_RESPONSE_KEYS[connection.dialect.name, wanted]
+    result = connection.exec_driver_sql(statement, (tenant_id, values))
+    return list(result.scalars())
 
 
 _COLUMNS: Final = (*_RECORD_FIELDS, "tenant_id", "received_ms", "batch")
@@ -214,9 +233,27 @@ _PG_STAGING_TABLE: Final = (
 )
 _PG_COPY: Final = f"COPY {_STAGING} ({', '.join(_COLUMNS)}) FROM STDIN"
 _PG_FOLDS: Final = (*rollups.folds("inserted"), *owners.statements("postgresql", "inserted"))
+_PG_FOLDED: Final = (
+    "tenant_id",
+    "ts_ms",
+    "received_ms",
+    "department",
+    "project",
+    "client",
+    "employee",
+    "session",
+    "provider",
+    "model_used",
+    "cost_picos",
+    "input_tokens",
+    "output_tokens",
+)
+"""The columns the folds read of the inserted rows (returned, rather than whole rows; one
+they read and this lacks fails the statement)."""
 _PG_INSERT: Final = (
     f"WITH inserted AS (INSERT INTO economic_event ({', '.join(_COLUMNS)}) "
-    f"SELECT {', '.join(_COLUMNS)} FROM {_STAGING} ON CONFLICT DO NOTHING RETURNING *), "
+    f"SELECT {', '.join(_COLUMNS)} FROM {_STAGING} ON CONFLICT DO NOTHING "
+    f"RETURNING {', '.join(_PG_FOLDED)}), "
     + ", ".join(f"fold_{n} AS ({statement})" for n, statement in enumerate(_PG_FOLDS))
     + " SELECT count(*) FROM inserted"
 )

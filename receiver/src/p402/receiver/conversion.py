@@ -84,6 +84,8 @@ def _is_llm_span(attributes: dict[str, Any]) -> bool:
 
 def _count(attributes: dict[str, Any], key: str) -> int | None:
     value = attributes.get(key)
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # the usual case, decided at once
+        return value
     if value is None:
         for alias in v.LEGACY_USAGE_NAMES.get(key, ()):
             if (value := attributes.get(alias)) is not None:
@@ -109,10 +111,23 @@ def _text(attributes: dict[str, Any], key: str, limit: int = 200) -> str | None:
     return text
 
 
+def _values(allowed: type[Any]) -> dict[str, str]:
+    return {str(member.value): str(member.value) for member in allowed}
+
+
+_KNOWN_VALUES: Final = {
+    allowed: _values(allowed) for allowed in (UsageEvidence, PrivacyMode, v.PolicyResult)
+}
+"""The values of the enumerations spans name, looked up without calling the enumeration."""
+_PRIVACY_RANKS: Final = {mode.value: mode.rank for mode in PrivacyMode}
+
+
 def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: Any) -> str:
     value = attributes.get(key)
     if value is None:
         return str(default.value)
+    if type(value) is str and (known := _KNOWN_VALUES[allowed].get(value)) is not None:
+        return known
     try:
         return str(allowed(value).value)
     except ValueError:
@@ -172,6 +187,11 @@ def _content(
     return texts[0], texts[1], fingerprints[0], fingerprints[1]
 
 
+_OWNER_ATTRIBUTES: Final = tuple(
+    (dimension, v.owner_attribute(dimension)) for dimension in v.OWNER_DIMENSIONS
+)
+
+
 def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
     a = span.attributes
@@ -226,14 +246,14 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
         cost_evidence = CostEvidence.UNPRICED if cost_picos is None else CostEvidence.COMPUTED
 
     privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, PrivacyMode.METADATA_ONLY)
-    if PrivacyMode(privacy).rank > policy.max_privacy.rank:
+    if _PRIVACY_RANKS[privacy] > _PRIVACY_RANKS[policy.max_privacy.value]:
         privacy = policy.max_privacy.value
     content_input, content_output, fingerprint_input, fingerprint_output = _content(a, policy)
     response_id = _text(a, v.GEN_AI_RESPONSE_ID)
 
     status_code = a.get(v.HTTP_RESPONSE_STATUS_CODE)
     owners: dict[str, Any] = {
-        dimension: _text(a, v.owner_attribute(dimension)) for dimension in v.OWNER_DIMENSIONS
+        dimension: _text(a, attribute) for dimension, attribute in _OWNER_ATTRIBUTES
     }
     owners["session"] = owners["session"] or _text(a, v.GEN_AI_CONVERSATION_ID)
     return EventRecord(
