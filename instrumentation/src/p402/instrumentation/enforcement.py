@@ -47,7 +47,6 @@ an event is still recorded, ``p402.policy.result = blocked``, with no cost.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -63,6 +62,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
+from p402.instrumentation._http import Connection, Disconnected
 from p402.instrumentation._metering import load_json, replace_request_body
 from p402.instrumentation.config import Enforcement, FailMode, P402Config
 from p402.instrumentation.exceptions import ConfigurationError
@@ -352,9 +352,10 @@ class _PolicyClient:
     """``GET /v1/policy`` and ``POST /v1/authorize`` over a small pool of keep-alive
     connections, with the P402 API key. Never metered: it is not a provider's traffic.
 
-    A request goes out in one write, head and body together (``http.client`` writes them
-    apart: two segments, and two wake-ups of the server, per authorisation); the response is
-    read by ``http.client``."""
+    A request goes out in one write, head and body together, and its answer is read by
+    :mod:`p402.instrumentation._http` (``http.client`` writes head and body apart, two
+    wake-ups of the server per authorisation, and parses a response's head with the ``email``
+    package)."""
 
     MAX_IDLE = 8
 
@@ -368,18 +369,17 @@ class _PolicyClient:
             raise ConfigurationError("the P402 API key holds a line break or NUL")
         host = parts.netloc.rpartition("@")[2] or self._host
         self._head = f"Host: {host}\r\n" + (f"{API_KEY_HEADER}: {api_key}\r\n" if api_key else "")
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def _take(self) -> http.client.HTTPConnection:
+    def _take(self) -> Connection:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return kind(self._host, self._port, timeout=HTTP_TIMEOUT_SECONDS)
+        return Connection(self._host, self._port, https=self._https, timeout=HTTP_TIMEOUT_SECONDS)
 
-    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+    def _give_back(self, connection: Connection) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < self.MAX_IDLE:
                 self._idle.append(connection)
@@ -401,24 +401,17 @@ class _PolicyClient:
         message = self._message(method, path, body, headers)
         for attempt in (0, 1):  # a kept-alive connection the server closed: once more
             connection = self._take()
+            reused = connection.is_open
             try:
-                if connection.sock is None:
-                    connection.connect()
-                connection.sock.sendall(message)
-                response = http.client.HTTPResponse(connection.sock, method=method)
-                response.begin()
-                answer = response.status, response.read()
-            except (OSError, http.client.HTTPException) as error:
-                connection.close()
-                stale = isinstance(
-                    error, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                answer = connection.exchange(message, head_only=method == "HEAD")
+            except OSError as error:
+                stale = reused and isinstance(
+                    error, (Disconnected, BrokenPipeError, ConnectionResetError)
                 )
                 if attempt or not stale:
                     raise PolicyUnavailable(f"{type(error).__name__}: {error}") from None
                 continue
-            if response.will_close:
-                connection.close()
-            else:
+            if connection.is_open:
                 self._give_back(connection)
             return answer
         raise AssertionError("unreachable")
