@@ -11,6 +11,7 @@ from sqlalchemy import text
 from p402.instrumentation.vocabulary import PolicyDecision, PolicyResult
 from p402.ledger.budgets import BudgetSpec, budget_states, put_budgets
 from p402.ledger.clock import from_iso
+from p402.ledger.database import connect, migrate, reservation_engine
 from p402.ledger.events import EventRecord, insert_events
 from p402.ledger.holds import HOLD_TTL_MS, CallToAuthorize, authorize
 from p402.ledger.keys import Role, create_key
@@ -266,3 +267,27 @@ def test_the_connection_goes_back_to_the_pool_fully_durable(engine):
     finally:
         for connection in pooled:
             connection.close()
+
+
+def test_sqlite_reservations_commit_on_their_own_connections_and_the_ledger_sees_them(tmp_path):
+    engine = connect(f"sqlite:///{tmp_path}/ledger.db")
+    migrate(engine)
+    reservations = reservation_engine(engine)
+    assert reservations is not engine
+    assert reservation_engine(engine) is reservations  # one pool per ledger engine
+    tenant = _setup(engine, {"scope": "organization", "cap_usd": "10"})
+    assert authorize(engine, tenant, _call("e1"), NOW).decision is PolicyDecision.ALLOW
+    assert _held(engine, tenant) == 1 * USD  # read through the ledger's own pool
+    with reservations.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        checkpoint = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() < checkpoint
+    engine.dispose()
+    reservations.dispose()
+
+
+def test_an_in_memory_ledger_reserves_on_its_own_engine():
+    engine = connect("sqlite://")
+    assert reservation_engine(engine) is engine

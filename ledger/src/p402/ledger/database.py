@@ -7,6 +7,9 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,6 +26,7 @@ __all__ = [
     "database_url",
     "migrate",
     "refresh_statistics",
+    "reservation_engine",
 ]
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///./p402.db"
@@ -33,33 +37,70 @@ def database_url(environ: dict[str, str] | None = None) -> str:
     return env.get("P402_DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
-def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+def _sqlite_pragmas(
+    dbapi_connection: Any, connection_record: Any, *, synchronous: str = "FULL"
+) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit survives power loss
+    cursor.execute(f"PRAGMA synchronous={synchronous}")  # FULL: a commit survives power loss
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     # Ingest touches pages all over the event indexes and rollups: a page cache of 32 MiB
     # (not 2) keeps them in memory, and checkpointing the WAL every 4000 pages (not 1000)
     # copies a page changed by several transactions into the database once. Every commit
-    # is still on disk before it returns (synchronous=FULL).
+    # but a reservation's is still on disk before it returns (synchronous=FULL).
     cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
-    cursor.execute(f"PRAGMA wal_autocheckpoint={_SQLITE_CHECKPOINT_PAGES}")
+    checkpoint = _SQLITE_CHECKPOINT_PAGES
+    if synchronous != "FULL":  # the reservations' connections: see reservation_engine
+        checkpoint *= _RESERVATION_CHECKPOINT_FACTOR
+    cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoint}")
     cursor.close()
 
 
 _SQLITE_CACHE_KIB: Final = 32 * 1024
 _SQLITE_CHECKPOINT_PAGES: Final = 4000
+_RESERVATION_CHECKPOINT_FACTOR: Final = 16
+
+
+def _sqlite_engine(url: str, synchronous: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", partial(_sqlite_pragmas, synchronous=synchronous))
+    return engine
 
 
 def connect(url: str | None = None) -> Engine:
     """An engine for ``url`` (default: ``P402_DATABASE_URL``), set up for concurrent use."""
     url = url or database_url()
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite_engine(url, "FULL")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+_reservation_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_reservation_lock: Final = threading.Lock()
+
+
+def reservation_engine(engine: Engine) -> Engine:
+    """The engine strict enforcement's reservations (:mod:`p402.ledger.holds`) run on.
+
+    For a SQLite database in a file, a second pool on the same file, whose connections commit
+    without waiting for the disk (``synchronous=NORMAL``: a reservation is a hold of minutes,
+    not a record; see the holds' durability) and leave WAL checkpoints to the ledger's other
+    writers (a checkpoint copies pages into the database and syncs it: milliseconds, on a
+    reservation's path otherwise; they checkpoint too, as a safety net, once the WAL is 16
+    times the usual size). Otherwise ``engine`` itself.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return engine
+    if "mode=memory" in str(url):
+        return engine
+    with _reservation_lock:
+        reservations = _reservation_engines.get(engine)
+        if reservations is None:
+            reservations = _sqlite_engine(url.render_as_string(hide_password=False), "NORMAL")
+            _reservation_engines[engine] = reservations
+        return reservations
 
 
 MIGRATIONS: Final = Path(__file__).parent / "migrations"

@@ -19,7 +19,9 @@ trips.
 
 Durability. A hold is committed before it is answered, so it survives a crash of the P402
 server. It is committed without waiting for the disk (SQLite ``synchronous=NORMAL`` in WAL
-mode, PostgreSQL ``synchronous_commit = off``, for this transaction only): a crash of the
+mode, on connections of their own that also leave WAL checkpoints to the ledger's other
+writers: :func:`p402.ledger.database.reservation_engine`; PostgreSQL
+``synchronous_commit = off``, for this transaction only): a crash of the
 machine itself (power, kernel), or of PostgreSQL, can forget the holds of the last moments
 (on PostgreSQL at most about three ``wal_writer_delay``, 0.6 s by default) — a hold is a
 reservation of minutes, not a record. Events, and the ingest that releases holds, stay fully
@@ -78,6 +80,7 @@ from p402.instrumentation.vocabulary import (
 )
 from p402.ledger.budgets import HOLDS, covering_budgets
 from p402.ledger.costing import ledger_cost
+from p402.ledger.database import reservation_engine
 from p402.ledger.keys import KEY_IS_LIVE
 from p402.ledger.policies import POLICY_OF, TIER_OVERRIDES_OF, tier_policy, tiers_of_rows
 from p402.ledger.price_overrides import PRICE_OVERRIDES_OF, RateOverride, rate_override
@@ -208,7 +211,6 @@ class _Transaction:
             lock = {"lock_class": _LOCK_CLASS, "tenant": tenant_id}
             self._before_first_read.append((_LOCK, lock))
         else:
-            driver.execute("PRAGMA synchronous=NORMAL")
             driver.execute("BEGIN IMMEDIATE")
 
     def _execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> Any:
@@ -251,7 +253,7 @@ def _tenant_transaction(engine: Engine, tenant_id: int) -> Iterator[_Transaction
     """A transaction no other authorisation of the tenant runs beside, committed without
     waiting for the disk (see the module docstring); it commits with
     :meth:`_Transaction.write_and_commit` and rolls back otherwise."""
-    pooled = engine.raw_connection()
+    pooled = reservation_engine(engine).raw_connection()
     try:
         driver = pooled.driver_connection
         assert driver is not None
@@ -260,9 +262,6 @@ def _tenant_transaction(engine: Engine, tenant_id: int) -> Iterator[_Transaction
         except BaseException:
             driver.rollback()
             raise
-        finally:
-            if engine.dialect.name == "sqlite":  # back to the ledger's own setting
-                driver.execute("PRAGMA synchronous=FULL")
     finally:
         pooled.close()
 
