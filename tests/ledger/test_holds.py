@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from sqlalchemy import text
 
 from p402.instrumentation.vocabulary import PolicyDecision, PolicyResult
@@ -13,7 +14,7 @@ from p402.ledger.budgets import BudgetSpec, budget_states, put_budgets
 from p402.ledger.clock import from_iso
 from p402.ledger.database import connect, migrate, reservation_engine
 from p402.ledger.events import EventRecord, insert_events
-from p402.ledger.holds import HOLD_TTL_MS, CallToAuthorize, authorize
+from p402.ledger.holds import HOLD_TTL_MS, CallToAuthorize, WouldWait, authorize
 from p402.ledger.keys import Role, create_key
 from p402.ledger.policies import PolicySpec, put_policies, put_tier_overrides
 from p402.ledger.price_overrides import add_price_override
@@ -291,3 +292,35 @@ def test_sqlite_reservations_commit_on_their_own_connections_and_the_ledger_sees
 def test_an_in_memory_ledger_reserves_on_its_own_engine():
     engine = connect("sqlite://")
     assert reservation_engine(engine) is engine
+
+
+def test_on_sqlite_an_authorisation_waits_for_the_write_lock_or_says_it_would(tmp_path):
+    engine = connect(f"sqlite:///{tmp_path}/ledger.db")
+    migrate(engine)
+    tenant = _setup(engine, {"scope": "organization", "cap_usd": "10"})
+    writer = engine.raw_connection()
+    writer.driver_connection.execute("BEGIN IMMEDIATE")  # another transaction writing
+    try:
+        with pytest.raises(WouldWait):
+            authorize(engine, tenant, _call("e1"), NOW, wait=False)
+        assert _hold_count(engine) == 0  # nothing held
+
+        done = threading.Event()
+        answers = []
+
+        def waiting() -> None:
+            answers.append(authorize(engine, tenant, _call("e2"), NOW))
+            done.set()
+
+        thread = threading.Thread(target=waiting)
+        thread.start()
+        assert not done.wait(0.2)  # it waits for the lock...
+    finally:
+        writer.driver_connection.rollback()
+        writer.close()
+    thread.join(5)
+    assert done.is_set()  # ...and decides once it is free
+    assert answers[0].decision is PolicyDecision.ALLOW
+    assert _held(engine, tenant) == 1 * USD
+    engine.dispose()
+    reservation_engine(engine).dispose()

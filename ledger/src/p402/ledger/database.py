@@ -38,21 +38,25 @@ def database_url(environ: dict[str, str] | None = None) -> str:
 
 
 def _sqlite_pragmas(
-    dbapi_connection: Any, connection_record: Any, *, synchronous: str = "FULL"
+    dbapi_connection: Any, connection_record: Any, *, reservations: bool = False
 ) -> None:
+    """The ledger's settings of a SQLite connection; ``reservations``: of one of
+    :func:`reservation_engine`'s."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA synchronous={synchronous}")  # FULL: a commit survives power loss
+    # FULL: a commit survives power loss. NORMAL, a reservation's: it survives a crash of
+    # the process, not of the machine.
+    cursor.execute(f"PRAGMA synchronous={'NORMAL' if reservations else 'FULL'}")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    # The reservations' connections never wait inside SQLite: they wait for the write lock
+    # in Python, or not at all (p402.ledger.holds).
+    cursor.execute(f"PRAGMA busy_timeout={0 if reservations else 10_000}")
     # Ingest touches pages all over the event indexes and rollups: a page cache of 32 MiB
     # (not 2) keeps them in memory, and checkpointing the WAL every 4000 pages (not 1000)
-    # copies a page changed by several transactions into the database once. Every commit
-    # but a reservation's is still on disk before it returns (synchronous=FULL).
+    # copies a page changed by several transactions into the database once. Reservations
+    # leave checkpoints to the others, bar a WAL grown 16 times as large.
     cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
-    checkpoint = _SQLITE_CHECKPOINT_PAGES
-    if synchronous != "FULL":  # the reservations' connections: see reservation_engine
-        checkpoint *= _RESERVATION_CHECKPOINT_FACTOR
+    checkpoint = _SQLITE_CHECKPOINT_PAGES * (_RESERVATION_CHECKPOINT_FACTOR if reservations else 1)
     cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoint}")
     cursor.close()
 
@@ -62,9 +66,9 @@ _SQLITE_CHECKPOINT_PAGES: Final = 4000
 _RESERVATION_CHECKPOINT_FACTOR: Final = 16
 
 
-def _sqlite_engine(url: str, synchronous: str) -> Engine:
+def _sqlite_engine(url: str, *, reservations: bool = False) -> Engine:
     engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", partial(_sqlite_pragmas, synchronous=synchronous))
+    event.listen(engine, "connect", partial(_sqlite_pragmas, reservations=reservations))
     return engine
 
 
@@ -72,7 +76,7 @@ def connect(url: str | None = None) -> Engine:
     """An engine for ``url`` (default: ``P402_DATABASE_URL``), set up for concurrent use."""
     url = url or database_url()
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, "FULL")
+        return _sqlite_engine(url)
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
@@ -88,7 +92,9 @@ def reservation_engine(engine: Engine) -> Engine:
     not a record; see the holds' durability) and leave WAL checkpoints to the ledger's other
     writers (a checkpoint copies pages into the database and syncs it: milliseconds, on a
     reservation's path otherwise; they checkpoint too, as a safety net, once the WAL is 16
-    times the usual size). Otherwise ``engine`` itself.
+    times the usual size) and do not wait for the write lock inside SQLite
+    (``busy_timeout=0``: :func:`p402.ledger.holds.authorize` waits for it, or not at all).
+    Otherwise ``engine`` itself.
     """
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
@@ -98,7 +104,9 @@ def reservation_engine(engine: Engine) -> Engine:
     with _reservation_lock:
         reservations = _reservation_engines.get(engine)
         if reservations is None:
-            reservations = _sqlite_engine(url.render_as_string(hide_password=False), "NORMAL")
+            reservations = _sqlite_engine(
+                url.render_as_string(hide_password=False), reservations=True
+            )
             _reservation_engines[engine] = reservations
         return reservations
 

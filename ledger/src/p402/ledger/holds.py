@@ -42,6 +42,8 @@ switches to, its own pricing of the same token bounds (or, without them, the cal
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -91,10 +93,14 @@ __all__ = [
     "Authorization",
     "CallToAuthorize",
     "KeyNotLive",
+    "WouldWait",
     "authorize",
     "release_batch",
 ]
 
+WRITE_LOCK_WAIT_SECONDS: Final = 10.0
+"""SQLite: how long an authorisation waits for the database's write lock (as the ledger's
+other connections do, with their ``busy_timeout``)."""
 HOLD_TTL_MS: Final = 10 * 60 * 1000
 """How long a hold counts when its event does not arrive: 10 minutes."""
 MAX_HOLD_PICOS: Final = 10**18
@@ -136,6 +142,11 @@ _INSERT_HOLD: Final = insert(HOLDS).values(
 
 class KeyNotLive(Exception):
     """The caller's key was revoked or deleted: nothing was held."""
+
+
+class WouldWait(Exception):
+    """SQLite, with ``wait=False``: another transaction holds the database's write lock, so
+    the authorisation did not start (nothing was read or held)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +208,37 @@ def _compiled(statement: ClauseElement, dialect: Dialect) -> _Compiled:
     return _Compiled(compiled.string, constants)
 
 
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+def _begin_immediate(driver: Any, wait: bool) -> None:
+    """SQLite: take the write lock (the reservations' connections do not wait inside SQLite:
+    :func:`p402.ledger.database.reservation_engine`); wait for it here, up to
+    :data:`WRITE_LOCK_WAIT_SECONDS`, or raise :class:`WouldWait` at once."""
+    deadline = time.monotonic() + WRITE_LOCK_WAIT_SECONDS
+    pause = 0.0005
+    while True:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error):
+                raise
+            if not wait:
+                raise WouldWait from None
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
 class _Transaction:
     """The statements of one serialised transaction on the driver's connection: SQLite holds
     the write lock from the start (``BEGIN IMMEDIATE``); PostgreSQL takes the tenant's lock
     in the same round trip as the first :meth:`read`, ahead of its statements."""
 
-    def __init__(self, driver: Any, dialect: Dialect, tenant_id: int) -> None:
+    def __init__(self, driver: Any, dialect: Dialect, tenant_id: int, wait: bool) -> None:
         self._driver = driver
         self._dialect = dialect
         self._pipelined = dialect.name == "postgresql"
@@ -211,7 +247,7 @@ class _Transaction:
             lock = {"lock_class": _LOCK_CLASS, "tenant": tenant_id}
             self._before_first_read.append((_LOCK, lock))
         else:
-            driver.execute("BEGIN IMMEDIATE")
+            _begin_immediate(driver, wait)
 
     def _execute(self, statement: ClauseElement, params: Mapping[str, Any]) -> Any:
         compiled = _compiled(statement, self._dialect)
@@ -249,7 +285,7 @@ class _Transaction:
 
 
 @contextmanager
-def _tenant_transaction(engine: Engine, tenant_id: int) -> Iterator[_Transaction]:
+def _tenant_transaction(engine: Engine, tenant_id: int, wait: bool) -> Iterator[_Transaction]:
     """A transaction no other authorisation of the tenant runs beside, committed without
     waiting for the disk (see the module docstring); it commits with
     :meth:`_Transaction.write_and_commit` and rolls back otherwise."""
@@ -258,7 +294,7 @@ def _tenant_transaction(engine: Engine, tenant_id: int) -> Iterator[_Transaction
         driver = pooled.driver_connection
         assert driver is not None
         try:
-            yield _Transaction(driver, engine.dialect, tenant_id)
+            yield _Transaction(driver, engine.dialect, tenant_id, wait)
         except BaseException:
             driver.rollback()
             raise
@@ -385,10 +421,12 @@ def authorize(
     now_ms: int,
     *,
     key_id: str | None = None,
+    wait: bool = True,
 ) -> Authorization:
     """Decide ``call`` and, unless it is blocked, hold its bound; see the module docstring.
     With ``key_id`` (the caller's key), raises :class:`KeyNotLive` when that key is no longer
-    live, holding nothing."""
+    live, holding nothing. On SQLite, with ``wait=False``, raises :class:`WouldWait` instead
+    of waiting for the database's write lock."""
     covering = covering_budgets(tenant_id, call.owners, now_ms)
     department = call.owners.get("department")
     params = {**covering.params, "event_id": call.event_id, "department": department}
@@ -405,7 +443,7 @@ def authorize(
     if key_id is not None:
         kinds.append(("key", KEY_IS_LIVE))
     read = _OneRead.of(tuple(kinds))
-    with _tenant_transaction(engine, tenant_id) as transaction:
+    with _tenant_transaction(engine, tenant_id, wait) as transaction:
         found = read.rows(transaction.read(read.statement, params))
         if key_id is not None and not found["key"]:
             raise KeyNotLive(key_id)
