@@ -61,6 +61,19 @@ median latency, and its CPU overhead is at least 3x smaller than the stock instr
 PASS/MISS is informational; the script exits 0 either way. Finally the ledger is asked
 (``GET /v1/spend?group_by=model``) how many economic events arrived, so a mode P402 does not
 meter (yet) shows. Absolute times only compare within one run, on one machine.
+
+Instruction counts (``--instructions``, ~5 minutes). On a busy machine the CPU-time
+overheads above drown in noise (see ``IQR +CPU``). This measure does not: a child process runs
+one block per mode and variant (``--instruction-calls`` calls and the closing flush, after a
+few untimed ones; ``--instruction-repeats`` times) under valgrind's callgrind, which counts
+the instructions every thread of the process executes, whatever else the machine does. The
+blocks are delimited from Python (see ``_ZERO_AT``); the background pipelines' timers are
+stretched by valgrind's slowdown (see ``_VALGRIND_SLOWDOWN``). It prints instructions per
+call, the overhead of each variant over the baseline, and the stock / P402 ratio of the
+overheads; when timed rounds ran too, it converts the overheads to microseconds with the
+baseline's CPU time per instruction in those rounds (an estimate: P402's code and the openai
+SDK's are both mostly interpreted Python). ``--rounds 0 --warmup 1 --instructions`` runs
+only this measure.
 """
 
 from __future__ import annotations
@@ -72,6 +85,7 @@ import json
 import logging
 import os
 import pstats
+import re
 import statistics
 import subprocess
 import sys
@@ -81,7 +95,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 MODES = ("non-streaming", "streaming")
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
@@ -90,6 +104,7 @@ MODEL = "gpt-5-mini"
 TARGET_CPU_US = 100.0
 TARGET_P50_US = 50.0
 TARGET_RATIO = 3.0
+FLUSH_TIMEOUT_MS = 30_000
 
 
 # --------------------------------------------------------------------------- the servers
@@ -200,7 +215,7 @@ class StockOTel:
         self._instrumentor.instrument(tracer_provider=self._provider)
 
     def flush(self) -> None:
-        if not self._provider.force_flush():
+        if not self._provider.force_flush(FLUSH_TIMEOUT_MS):
             raise RuntimeError("stock OTel: force_flush timed out")
 
     def teardown(self) -> None:
@@ -226,7 +241,7 @@ class P402:
         self._instrumentor.instrument(**self._kwargs)
 
     def flush(self) -> None:
-        if not self._instrumentor.force_flush():
+        if not self._instrumentor.force_flush(FLUSH_TIMEOUT_MS):
             raise RuntimeError("P402: force_flush timed out")
 
     def teardown(self) -> None:
@@ -521,6 +536,187 @@ def profile_p402(
         stats.sort_stats("cumulative").print_stats(r"p402|opentelemetry|wrapt", top)
 
 
+# --------------------------------------------------------------------------- instructions
+
+# Under callgrind, a call of either of these CPython functions (``os.getpgrp()``,
+# ``os.getppid()``: nothing else in the process calls them) zeroes the counters or writes them
+# out, so the blocks are delimited from Python itself.
+_ZERO_AT: Final = "os_getpgrp"
+_DUMP_AT: Final = "os_getppid"
+# Under callgrind the process runs ~50x slower, so a background thread that wakes every T
+# seconds of wall-clock time would wake ~50x as often per call as it does natively, and its
+# per-wake-up work would be overcharged to every call. The child stretches both pipelines'
+# timers by this factor: P402's recorder interval (0.1 s) and the stock
+# BatchSpanProcessor's schedule delay (OTEL_BSP_SCHEDULE_DELAY, 5 s).
+_VALGRIND_SLOWDOWN: Final = 50
+
+
+def _count_blocks(args: argparse.Namespace) -> None:
+    """Child process, run under callgrind: one block per mode and variant, each dumped."""
+    from openai import OpenAI
+
+    from p402.instrumentation import _recorder
+
+    native_init = _recorder.Recorder.__init__
+
+    def stretched(recorder: Any, *args: Any, interval: float = 0.1, **kwargs: Any) -> None:
+        native_init(recorder, *args, interval=interval * _VALGRIND_SLOWDOWN, **kwargs)
+
+    _recorder.Recorder.__init__ = stretched  # type: ignore[method-assign, assignment]
+    global FLUSH_TIMEOUT_MS
+    FLUSH_TIMEOUT_MS *= _VALGRIND_SLOWDOWN
+    zero, dump = os.getpgrp, os.getppid
+    coordinates = json.loads(args.count_child)
+    os.environ.setdefault("P402_SPOOL_DIR", coordinates["spool"])
+    client = OpenAI(base_url=coordinates["provider_url"], api_key="x", max_retries=0)
+    receiver = coordinates["receiver"]
+    variants: list[Variant] = [
+        Baseline(),
+        StockOTel(receiver["url"], receiver["ingest_key"]),
+        P402(receiver["url"], receiver["ingest_key"], coordinates["provider_url"]),
+    ]
+    # A first pass, not counted, so that no block pays a variant's one-off costs (imports,
+    # caches, P402's price data).
+    for mode in MODES:
+        call = _call_function(client, mode)
+        for variant in variants:
+            variant.setup()
+            try:
+                for _ in range(args.untimed):
+                    call()
+                variant.flush()
+            finally:
+                variant.teardown()
+    for _ in range(args.instruction_repeats):
+        for mode in MODES:
+            call = _call_function(client, mode)
+            for variant in variants:
+                variant.setup()
+                try:
+                    for _ in range(args.untimed):
+                        call()
+                    variant.flush()
+                    gc.collect()
+                    zero()
+                    for _ in range(args.instruction_calls):
+                        call()
+                    variant.flush()
+                    dump()
+                finally:
+                    variant.teardown()
+                print(f"  {mode}, {variant.name}: counted", flush=True)
+    client.close()
+
+
+_TOTALS = re.compile(rb"^summary:\s*(\d+)", re.MULTILINE)
+
+
+def count_instructions(
+    args: argparse.Namespace, provider_url: str, receiver: dict[str, str], spool: str
+) -> dict[tuple[str, str], list[float]]:
+    """Instructions per call of each (mode, variant), from a child process under callgrind."""
+    names = ["baseline", "stock OTel", "P402"]
+    with tempfile.TemporaryDirectory(prefix="p402-bench-callgrind-") as directory:
+        coordinates = {"provider_url": provider_url, "receiver": receiver, "spool": spool}
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={directory}/callgrind.out",
+            f"--zero-before={_ZERO_AT}",
+            f"--dump-before={_DUMP_AT}",
+            sys.executable,
+            __file__,
+            "--count-child",
+            json.dumps(coordinates),
+            "--instruction-calls",
+            str(args.instruction_calls),
+            "--instruction-repeats",
+            str(args.instruction_repeats),
+            "--untimed",
+            str(args.untimed),
+        ]
+        environment = {
+            **os.environ,
+            "PYTHONHASHSEED": "0",
+            "OTEL_BSP_SCHEDULE_DELAY": str(5000 * _VALGRIND_SLOWDOWN),
+        }
+        child = subprocess.run(command, env=environment, stderr=subprocess.PIPE, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(
+                "the callgrind child failed:\n" + "\n".join(child.stderr.splitlines()[-20:])
+            )
+        dumps = sorted(
+            (path for path in os.listdir(directory) if re.fullmatch(r"callgrind\.out\.\d+", path)),
+            key=lambda path: int(path.rsplit(".", 1)[1]),
+        )
+        totals = []
+        for path in dumps:
+            with open(os.path.join(directory, path), "rb") as dump_file:
+                found = _TOTALS.search(dump_file.read())
+            if found is None:
+                raise RuntimeError(f"callgrind dump {path} has no totals")
+            totals.append(int(found.group(1)))
+    expected = args.instruction_repeats * len(MODES) * len(names)
+    if len(totals) != expected:
+        raise RuntimeError(f"expected {expected} callgrind dumps, found {len(totals)}")
+    per_call: dict[tuple[str, str], list[float]] = {}
+    blocks = iter(totals)
+    for _ in range(args.instruction_repeats):
+        for mode in MODES:
+            for name in names:
+                per_call.setdefault((mode, name), []).append(next(blocks) / args.instruction_calls)
+    return per_call
+
+
+def report_instructions(
+    per_call: dict[tuple[str, str], list[float]], results: Results, calls: int
+) -> None:
+    """The instruction-count overheads, and what they come to in CPU time on this machine."""
+    print()
+    print(
+        f"instructions per call under callgrind ({calls} calls/block, flush included; "
+        "repeatable whatever the load):"
+    )
+    targets: list[str] = []
+    for mode in MODES:
+        base = min(per_call[mode, "baseline"])
+        # The baseline's CPU time per instruction in the timed rounds of this run, if any.
+        timed = results.blocks.get((mode, "baseline"))
+        ns_per_instruction = (
+            _median([b.cpu_per_call_us for b in timed]) * 1000 / base if timed else None
+        )
+        print(f"  {mode}:")
+        added: dict[str, float] = {}
+        for name in ("baseline", "stock OTel", "P402"):
+            counts = per_call[mode, name]
+            best = min(counts)
+            spread = (max(counts) - best) / best
+            line = f"    {name:<11}{best:>14,.0f} instr/call (spread {spread:.2%})"
+            if name != "baseline":
+                added[name] = best - base
+                line += f"  {added[name]:>+12,.0f}"
+                if ns_per_instruction is not None:
+                    line += f"  ~ {added[name] * ns_per_instruction / 1000:+.1f} us CPU"
+            print(line)
+        if ns_per_instruction is not None:
+            print(
+                f"    (us from the timed baseline of this run: "
+                f"{ns_per_instruction:.3f} ns per instruction)"
+            )
+        stock, p402 = added["stock OTel"], added["P402"]
+        ratio = f"{stock / p402:.1f}x" if p402 > 0 else "inf"
+        print(f"    instructions added, stock OTel / P402: {ratio}")
+        verdict = _verdict(p402 <= 0 or stock / p402 >= TARGET_RATIO)
+        cpu = (
+            f", ~{p402 * ns_per_instruction / 1000:+.1f} us "
+            f"{_verdict(p402 * ns_per_instruction / 1000 <= TARGET_CPU_US)}"
+            if ns_per_instruction is not None
+            else ""
+        )
+        targets.append(f"{mode}: stock/P402 {ratio} {verdict}{cpu}")
+    print("  targets by instruction count: " + "; ".join(targets))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -539,10 +735,26 @@ def main() -> None:
         metavar="N",
         help="afterwards, cProfile N P402-metered calls per mode and print the hot spots",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="afterwards, count instructions per call under valgrind's callgrind (slow, "
+        "~5 minutes; repeatable however busy the machine is)",
+    )
+    parser.add_argument(
+        "--instruction-calls", type=int, default=50, help="calls per callgrind block"
+    )
+    parser.add_argument(
+        "--instruction-repeats", type=int, default=2, help="callgrind blocks per variant"
+    )
     parser.add_argument("--serve", choices=["standin", "receiver"], help=argparse.SUPPRESS)
+    parser.add_argument("--count-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         _serve(args.serve)
+        return
+    if args.count_child:
+        _count_blocks(args)
         return
     if not 1 <= args.calls <= 2048:
         parser.error("--calls must be between 1 and 2048 (the BatchSpanProcessor queue size)")
@@ -599,7 +811,13 @@ def main() -> None:
                 flush=True,
             )
 
-        report(results, names, args.calls, args.rounds)
+        if args.rounds:
+            report(results, names, args.calls, args.rounds)
+        if args.instructions:
+            print()
+            print("callgrind: one block per mode and variant, in a child process")
+            per_call = count_instructions(args, provider_url, receiver, spool)
+            report_instructions(per_call, results, args.instruction_calls)
 
         print()
         expected = {mode: results.calls.get((mode, "P402"), 0) for mode in MODES}
