@@ -27,6 +27,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from opentelemetry import context
+from opentelemetry.context import (
+    _SUPPRESS_HTTP_INSTRUMENTATION_KEY,
+    _SUPPRESS_INSTRUMENTATION_KEY,
+)
+from opentelemetry.instrumentation.utils import _SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 
 from p402.instrumentation._json import load_json
 from p402.instrumentation._pipeline import EventSink
@@ -37,7 +42,6 @@ from p402.instrumentation.formats import (
     Endpoint,
     ExchangeFormat,
     Message,
-    RequestFacts,
     ResponseFacts,
     StreamAccumulator,
 )
@@ -95,12 +99,14 @@ from p402.instrumentation.vocabulary import (
 if TYPE_CHECKING:
     from p402.instrumentation.enforcement import Enforcer
 
-__all__ = ["Exchange", "Meter", "load_json", "replace_request_body"]
+__all__ = ["Exchange", "Meter", "header_names", "header_value", "load_json", "replace_request_body"]
 
-RETRY_COUNT_HEADER = "x-stainless-retry-count"
+RETRY_COUNT_HEADER = b"x-stainless-retry-count"
+_BAGGAGE_HEADER = b"baggage"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _STREAM_FLAG = b'"stream"'
-_USAGE_ASKED = (b'"include_usage":true', b'"include_usage": true')
+_USAGE_ASKED = b'"include_usage":true'
+_USAGE_ASKED_SPACED = b'"include_usage": true'
 
 # Attribute values as plain strings, looked up once rather than per event.
 _VALUES: Final[dict[StrEnum, str]] = {
@@ -115,6 +121,11 @@ _COMPUTED: Final = CostEvidence.COMPUTED.value
 _PROVIDER_REPORTED: Final = CostEvidence.PROVIDER_REPORTED.value
 _LOCAL_SOURCE: Final = CostSource.LOCAL.value
 _PROVIDER_SOURCE: Final = CostSource.PROVIDER.value
+
+
+_Target = tuple[ProviderRoute, ExchangeFormat, Endpoint, str]
+"""A metered request's provider route, format, endpoint and URL path."""
+_MAX_TARGETS: Final = 1024
 
 
 class HttpRequest(Protocol):
@@ -149,9 +160,35 @@ def _asks_for_stream_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, Mapping) and options.get("include_usage") is True
 
 
-def _attempt(headers: Mapping[str, str]) -> int:
-    value = headers.get(RETRY_COUNT_HEADER)
-    return int(value) if value is not None and value.isdigit() else 0
+def header_names(headers: Any) -> list[bytes]:
+    """The lowercased names of an ``httpx`` / ``httpx2`` ``Headers``, in order: one pass over
+    its items (its ``_list`` of (raw name, lowercased name, value), when it has one), where
+    each lookup by name (``in``, ``get``) makes its own."""
+    items = getattr(headers, "_list", None)
+    if items is None:
+        return [name.lower().encode("latin-1") for name in headers]
+    return [name for _, name, _ in items]
+
+
+def header_value(headers: Any, names: list[bytes], name: bytes) -> str | None:
+    """``headers.get(name)`` (``name`` lowercased), given ``names = header_names(headers)``."""
+    if name not in names:
+        return None
+    items = getattr(headers, "_list", None)
+    if items is None or names.count(name) > 1:  # several: values joined as the client does
+        value: str | None = headers.get(name.decode())
+        return value
+    raw: bytes = items[names.index(name)][2]
+    return raw.decode(headers.encoding)
+
+
+def _suppressed(parent: context.Context) -> bool:
+    """OpenTelemetry's ``not is_http_instrumentation_enabled()``, read from ``parent``."""
+    return bool(
+        parent.get(_SUPPRESS_INSTRUMENTATION_KEY)
+        or parent.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN)
+        or parent.get(_SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+    )
 
 
 class Meter:
@@ -175,9 +212,10 @@ class Meter:
         self.privacy_mode = config.privacy_mode.value
         self.captures_content = content.captures_content
         self.has_owner_defaults = bool(config.owner_defaults)
+        self._targets: dict[Any, _Target | None] = {}
 
-    def begin(self, request: HttpRequest) -> Exchange | None:
-        url = request.url
+    def _target(self, url: Any) -> _Target | None:
+        """Where a request to ``url`` goes and which API it is; ``None``: not metered."""
         path = url.path
         route = self.registry.match(str(url), url.host, path)
         if route is None:
@@ -188,18 +226,46 @@ class Meter:
         endpoint = exchange_format.endpoint(path)
         if endpoint is None:
             return None
+        return route, exchange_format, endpoint, path
+
+    def begin(self, request: HttpRequest) -> Exchange | None:
+        url = request.url
+        # The client's parsed URL (a tuple, equal for equal URLs) decides it all: the
+        # decision is made once per distinct URL, not per request.
+        parsed = getattr(url, "_uri_reference", None)
+        if parsed is None:
+            target = self._target(url)
+        else:
+            targets = self._targets
+            try:
+                target = targets[parsed]
+            except KeyError:
+                target = self._target(url)
+                if len(targets) >= _MAX_TARGETS:
+                    targets.clear()
+                targets[parsed] = target
+        if target is None:
+            return None
+        route, exchange_format, endpoint, path = target
+        parent = context.get_current()
+        if _suppressed(parent):
+            return None
         headers = request.headers
+        names = header_names(headers)
         # Owner context never travels to a provider, not even through OTel baggage.
-        if "baggage" in headers:
+        if _BAGGAGE_HEADER in names:
             del headers["baggage"]
-        exchange = Exchange(self, route, exchange_format, endpoint, url, path, _attempt(headers))
+        retries = header_value(headers, names, RETRY_COUNT_HEADER)
+        attempt = int(retries) if retries is not None and retries.isdigit() else 0
+        exchange = Exchange(self, route, exchange_format, endpoint, url, path, attempt, parent)
         content = _request_content(request)
         if (
             endpoint is CHAT_COMPLETIONS
             and route.format is ApiFormat.OPENAI
             and self.config.include_stream_usage
             and content.find(_STREAM_FLAG) != -1
-            and all(content.find(flag) == -1 for flag in _USAGE_ASKED)
+            and content.find(_USAGE_ASKED) == -1
+            and content.find(_USAGE_ASKED_SPACED) == -1
         ):
             body = load_json(content) or {}
             if body.get("stream") is True and not _asks_for_stream_usage(body):
@@ -251,13 +317,14 @@ class Exchange:
         url: Any,
         path: str,
         attempt: int,
+        parent: context.Context,
     ) -> None:
         self.started_ns = time.time_ns()
         self.meter = meter
         self.route = route
         self.format = exchange_format
         self.endpoint = endpoint
-        self.parent = context.get_current()
+        self.parent = parent
         self.owners = current_owner()
         self.attempt = attempt
         self.url = url
@@ -289,34 +356,28 @@ class Exchange:
 
     def finish_with_body(self, status_code: int, body: bytes) -> None:
         """The response body was read in full."""
-        if self._end():
-            self._record(self._from_body, status_code, body)
+        self._record(self._from_body, status_code, body)
 
     def finish_stream(
         self, status_code: int, accumulator: StreamAccumulator, *, complete: bool
     ) -> None:
         """A stream ended, was closed early, or failed."""
-        if self._end():
-            self._record(self._from_stream, status_code, accumulator, complete)
+        self._record(self._from_stream, status_code, accumulator, complete)
 
     def finish_unread(self, status_code: int) -> None:
         """The body could not be read for metering: no usage."""
-        if self._end():
-            self._record(self._complete, status_code, None, UsageEvidence.MISSING, [])
+        self._record(self._complete, status_code, None, UsageEvidence.MISSING, [])
 
     def fail(self, error: BaseException) -> None:
         """The request raised before a complete response: no usage, the error's type."""
-        if self._end():
-            error_type = type(error).__qualname__
-            self._record(self._complete, None, None, UsageEvidence.MISSING, [], error_type)
-
-    def _end(self) -> bool:
-        if self._ended:
-            return False
-        self._ended = True
-        return True
+        error_type = type(error).__qualname__
+        self._record(self._complete, None, None, UsageEvidence.MISSING, [], error_type)
 
     def _record(self, step: Callable[..., None], *args: Any) -> None:
+        """Hand ``step`` to the recorder thread, the first time the exchange ends only."""
+        if self._ended:
+            return
+        self._ended = True
         self.meter.recorder.submit(partial(step, self.ended_ns or time.time_ns(), *args))
 
     # --- on the recorder thread ------------------------------------------------------------
@@ -339,12 +400,6 @@ class Exchange:
         evidence = UsageEvidence.STREAM_FINAL if final else UsageEvidence.STREAM_INCOMPLETE
         self._complete(ended_ns, status_code, accumulator.facts(), evidence, outputs)
 
-    def _request_facts(self) -> tuple[RequestFacts, Mapping[str, Any]]:
-        body = self.request_body
-        if body is None:
-            body = (load_json(self.request_content) if self.request_content else None) or {}
-        return self.format.request_facts(self.endpoint, self.path, body), body
-
     def _complete(
         self,
         ended_ns: int,
@@ -355,7 +410,10 @@ class Exchange:
         error_type: str | None = None,
     ) -> None:
         meter = self.meter
-        request, body = self._request_facts()
+        body = self.request_body
+        if body is None:
+            body = (load_json(self.request_content) if self.request_content else None) or {}
+        request = self.format.request_facts(self.endpoint, self.path, body)
         operation = _VALUES[self.endpoint.operation]
         url = self.url
         # What describes the call, shared by many events: encoded once for all of them.

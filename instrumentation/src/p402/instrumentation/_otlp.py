@@ -105,23 +105,6 @@ _MAX_CACHED_VALUES: Final = 1024
 _MAX_KEYS: Final = 1024
 
 
-def _uncached_field(key: str, value: Any) -> bytes:
-    if type(value) is not str:
-        return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
-    key_field = _key_fields.get(key)
-    if key_field is None:
-        key_field = _key_fields[key] = length_delimited(b"\x0a", key.encode())
-    encoded = value.encode()
-    size = len(encoded)
-    outer = size + 4 + len(key_field)
-    if outer < 128:  # every length fits one byte: the usual id
-        return b"".join(
-            (b"\x4a", _SMALL[outer], key_field, b"\x12", _SMALL[size + 2], b"\x0a",
-             _SMALL[size], encoded)
-        )  # fmt: skip
-    return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
-
-
 _key_fields: dict[str, bytes] = {}
 
 
@@ -149,7 +132,21 @@ class _FreshFields(_Fields):
     __slots__ = ()
 
     def __missing__(self, value: Any) -> bytes:
-        return _uncached_field(self.key, value)
+        key = self.key
+        if type(value) is not str:
+            return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
+        key_field = _key_fields.get(key)
+        if key_field is None:
+            key_field = _key_fields[key] = length_delimited(b"\x0a", key.encode())
+        encoded = value.encode()
+        size = len(encoded)
+        outer = size + 4 + len(key_field)
+        if outer < 128:  # every length fits one byte: the usual id
+            return b"".join(
+                (b"\x4a", _SMALL[outer], key_field, b"\x12", _SMALL[size + 2], b"\x0a",
+                 _SMALL[size], encoded)
+            )  # fmt: skip
+        return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
 
 
 class _FieldsByKey(dict[str, _Fields]):

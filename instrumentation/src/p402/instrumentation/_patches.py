@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import wrapt
-from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 
 from p402.instrumentation._metering import Meter
 from p402.instrumentation._streams import tap_response
@@ -24,8 +24,7 @@ CLIENT_MODULES = ("httpx", "httpx2")
 
 def _sync_send(meter: Meter) -> Callable[..., Any]:
     def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        request = args[0] if args else kwargs["request"]
-        exchange = meter.begin(request) if is_http_instrumentation_enabled() else None
+        exchange = meter.begin(args[0] if args else kwargs["request"])
         if exchange is None:
             return wrapped(*args, **kwargs)
         if exchange.refusal is not None:
@@ -46,8 +45,7 @@ def _sync_send(meter: Meter) -> Callable[..., Any]:
 
 def _async_send(meter: Meter) -> Callable[..., Any]:
     async def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        request = args[0] if args else kwargs["request"]
-        exchange = meter.begin(request) if is_http_instrumentation_enabled() else None
+        exchange = meter.begin(args[0] if args else kwargs["request"])
         if exchange is None:
             return await wrapped(*args, **kwargs)
         if exchange.refusal is not None:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache, partial
 from typing import Any, Final, Protocol
 
-from p402.instrumentation._metering import Exchange, load_json
+from p402.instrumentation._metering import Exchange, header_names, header_value, load_json
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.formats import StreamAccumulator
 
@@ -396,14 +396,14 @@ class _Tap:
     __slots__ = (
         "_content_type",
         "_decoder",
-        "_done",
         "_ended",
         "_exchange",
-        "_pending",
-        "_pending_size",
         "_reader_made",
         "_recorder",
         "_status",
+        "done",
+        "pending",
+        "pending_size",
         "rewrite",
     )
 
@@ -415,10 +415,10 @@ class _Tap:
         self._content_type = content_type
         self._decoder = decoder
         self._recorder: Recorder = exchange.meter.recorder
-        self._done = False  # reading stopped (on the thread that reads)
+        self.done = False  # reading stopped (on the thread that reads)
         self._ended = False  # the application's stream ended (on its thread)
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        self.pending: list[bytes] = []
+        self.pending_size = 0
         self._reader_made: BodyReader | None = None
         self.rewrite = rewrite
         if rewrite:
@@ -430,22 +430,25 @@ class _Tap:
             self._reader_made = body_reader_for(self._exchange, self._status, self._content_type)
         return self._reader_made
 
+    def hand_off(self) -> None:
+        """Not inline: hand the chunks collected so far to the recorder thread. The
+        wrappers' loops collect each chunk themselves (``pending``, ``pending_size``, unless
+        ``done``) and call this once ``pending_size`` reaches :data:`HANDOFF_BYTES`."""
+        pieces = self.pending[:]  # the list itself stays the one the loop appends to
+        self.pending.clear()
+        self.pending_size = 0
+        self._recorder.submit(partial(self._read, pieces))
+
     def feed(self, raw: bytes) -> bytes:
-        if self._done:
-            return raw
-        if not self.rewrite:
-            self._pending.append(raw)
-            self._pending_size += len(raw)
-            if self._pending_size >= HANDOFF_BYTES:
-                pieces, self._pending, self._pending_size = self._pending, [], 0
-                self._recorder.submit(partial(self._read, pieces))
+        """Inline: read ``raw`` now; returns what the application should see of it."""
+        if self.done:
             return raw
         try:
             return b"".join(self._read_now(raw))
         except Exception:
             # Metering must never break the application's stream: stop reading it.
             _log.exception("P402 could not read a response stream; its usage is missing")
-            self._done = True
+            self.done = True
             self._reader.close(complete=False)
             return raw
 
@@ -457,7 +460,7 @@ class _Tap:
 
     def _read(self, raws: list[bytes]) -> None:
         """On the recorder thread: decode collected chunks and read them in one piece."""
-        if self._done:
+        if self.done:
             return
         try:
             if self._decoder is _IDENTITY:
@@ -471,7 +474,7 @@ class _Tap:
                 self._reader.feed(data)
         except Exception:
             _log.exception("P402 could not read a response stream; its usage is missing")
-            self._done = True
+            self.done = True
             self._reader.close(complete=False)
 
     def _close(self, complete: bool) -> bytes:
@@ -489,20 +492,21 @@ class _Tap:
 
     def _finish_later(self, pieces: list[bytes], complete: bool) -> None:
         self._read(pieces)
-        if not self._done:
-            self._done = True
+        if not self.done:
+            self.done = True
             self._close(complete)
 
     def end(self, *, complete: bool) -> bytes:
-        if self._ended or self._done:
+        if self._ended or self.done:
             return b""
         self._ended = True
         if not self.rewrite:
             self._exchange.ended_ns = time.time_ns()
-            pieces, self._pending = self._pending, []
+            pieces = self.pending[:]
+            self.pending.clear()
             self._recorder.submit(partial(self._finish_later, pieces, complete))
             return b""
-        self._done = True
+        self.done = True
         return self._close(complete)
 
 
@@ -514,15 +518,27 @@ class _TappedSync:
         self._tap = tap
 
     def __iter__(self) -> Iterator[bytes]:
+        tap = self._tap
         complete = False
         try:
-            for chunk in self._inner:
-                forwarded = self._tap.feed(chunk)
-                if forwarded:
-                    yield forwarded
+            if tap.rewrite:
+                for chunk in self._inner:
+                    forwarded = tap.feed(chunk)
+                    if forwarded:
+                        yield forwarded
+            else:
+                pending = tap.pending
+                for chunk in self._inner:
+                    if chunk:
+                        if not tap.done:  # collected as is, for the recorder thread
+                            pending.append(chunk)
+                            tap.pending_size += len(chunk)
+                            if tap.pending_size >= HANDOFF_BYTES:
+                                tap.hand_off()
+                        yield chunk
             complete = True
         finally:
-            rest = self._tap.end(complete=complete)
+            rest = tap.end(complete=complete)
         if rest:
             yield rest
 
@@ -541,15 +557,27 @@ class _TappedAsync:
         self._tap = tap
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        tap = self._tap
         complete = False
         try:
-            async for chunk in self._inner:
-                forwarded = self._tap.feed(chunk)
-                if forwarded:
-                    yield forwarded
+            if tap.rewrite:
+                async for chunk in self._inner:
+                    forwarded = tap.feed(chunk)
+                    if forwarded:
+                        yield forwarded
+            else:
+                pending = tap.pending
+                async for chunk in self._inner:
+                    if chunk:
+                        if not tap.done:  # collected as is, for the recorder thread
+                            pending.append(chunk)
+                            tap.pending_size += len(chunk)
+                            if tap.pending_size >= HANDOFF_BYTES:
+                                tap.hand_off()
+                        yield chunk
             complete = True
         finally:
-            rest = self._tap.end(complete=complete)
+            rest = tap.end(complete=complete)
         if rest:
             yield rest
 
@@ -588,8 +616,9 @@ def tap_response(exchange: Exchange, response: Any, *, is_async: bool) -> None:
     """Wrap ``response.stream`` so the exchange finishes as the application reads it."""
     headers = response.headers
     status = response.status_code
-    content_type = headers.get("content-type", "").lower()
-    content_encoding = headers.get("content-encoding")
+    names = header_names(headers)
+    content_type = (header_value(headers, names, b"content-type") or "").lower()
+    content_encoding = header_value(headers, names, b"content-encoding")
     # A private decoder of the response's own content-encoding, independent of the one
     # the application's reads use.
     if content_encoding is None or content_encoding == "identity":

@@ -32,20 +32,16 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _random_digits() -> str:
+def new_event_id() -> str:
+    """A fresh, globally unique, time-ordered id in canonical UUID text form."""
     global _pool, _taken
-    with _lock:
+    unix_ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
+    with _lock:  # the random digits, from the pool
         if _taken + _RANDOM_DIGITS > len(_pool):
             _pool, _taken = os.urandom(_POOL_BYTES).hex(), 0
         start = _taken
         _taken += _RANDOM_DIGITS
-        return _pool[start:_taken]
-
-
-def new_event_id() -> str:
-    """A fresh, globally unique, time-ordered id in canonical UUID text form."""
-    unix_ms = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
-    rand = _random_digits()
+        rand = _pool[start:_taken]
     return (
         f"{unix_ms[:8]}-{unix_ms[8:]}-7{rand[:3]}-{_VARIANT[int(rand[3], 16)]}{rand[4:7]}-"
         f"{rand[7:]}"

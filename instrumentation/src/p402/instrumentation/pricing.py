@@ -132,18 +132,27 @@ def _linear_rates(model_price: ModelPrice) -> _LinearRates | None:
 
 
 _MAX_MODELS: Final = 1024
-_models: dict[tuple[str, str], tuple[object, Any]] = {}
+_models: dict[tuple[str, str], tuple[object, Any, ModelPrice | None, _LinearRates | None]] = {}
 
 
-def _model_price(model: str, provider_id: str, at: datetime) -> Any:
+def _price_and_rates(
+    model: str, provider_id: str, at: datetime
+) -> tuple[ModelPrice, _LinearRates | None]:
+    """The model's price at ``at`` and its linear rates (``None`` when tiered)."""
     snapshot = data_snapshot.get_snapshot()
     found = _models.get((model, provider_id))
     if found is None or found[0] is not snapshot:  # price data can be replaced (updates)
         _, model_info = snapshot.find_provider_model(model, None, provider_id, None)
+        # One price whatever the time (no conditional prices): found once, rates and all.
+        fixed = model_info.prices if isinstance(model_info.prices, ModelPrice) else None
+        rates = None if fixed is None else _linear_rates(fixed)
         if len(_models) >= _MAX_MODELS:
             _models.clear()
-        found = _models[model, provider_id] = (snapshot, model_info)
-    return found[1].get_prices(at)
+        found = _models[model, provider_id] = (snapshot, model_info, fixed, rates)
+    if found[2] is not None:
+        return found[2], found[3]
+    model_price = found[1].get_prices(at)
+    return model_price, _linear_rates(model_price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +198,9 @@ def compute_cost(
     if rates is not None:
         return rates.cost(usage)
     try:
-        model_price = _model_price(model, pricing_provider_id(provider), at)
+        model_price, rates_of_model = _price_and_rates(model, pricing_provider_id(provider), at)
     except LookupError:
         return None
-    rates_of_model = _linear_rates(model_price)
     if rates_of_model is None:
         return Decimal(model_price.calc_price(_price_usage(usage))["total_price"])
     return rates_of_model.cost(usage)

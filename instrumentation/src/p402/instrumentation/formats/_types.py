@@ -10,7 +10,7 @@ only when content is captured).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from types import MappingProxyType
@@ -58,7 +58,7 @@ class Signal:
     there are, and the search from the end (where they usually are) stops at the last one.
     """
 
-    __slots__ = ("_keys", "_non_null", "_pattern")
+    __slots__ = ("_keys", "_non_null", "_pattern", "find")
 
     def __init__(self, *keys: str, non_null: bool) -> None:
         self._keys = tuple((f'"{key}"'.encode(), f'"{key}":null'.encode()) for key in keys)
@@ -66,6 +66,9 @@ class Signal:
         names = b"|".join(re.escape(key.encode()) for key in keys)
         value = rb"\s*:\s*[^\sn]" if non_null else b""
         self._pattern = re.compile(rb'"(?:' + names + rb')"' + value)
+        self.find: Callable[[bytes], re.Match[bytes] | None] = self._pattern.search
+        """The first mark in ``data`` (one event), or ``None``: :meth:`search` without the
+        call around it, for the per-event checks."""
 
     def search(self, data: bytes) -> bool:
         """Whether ``data`` (one event) carries the mark."""

@@ -56,26 +56,39 @@ _RESPONSE_DONE_EVENTS: Final = frozenset(
 
 
 def _usage(endpoint: Endpoint, usage: JsonObject) -> TokenUsage:
+    # The as_* readers inline for the usual types (a hot path: once per event).
     if endpoint is RESPONSES:
-        input_details = as_object(usage.get("input_tokens_details"))
-        output_details = as_object(usage.get("output_tokens_details"))
-        input_tokens = as_int(usage.get("input_tokens"))
-        output_tokens = as_int(usage.get("output_tokens"))
+        input_details = usage.get("input_tokens_details")
+        output_details = usage.get("output_tokens_details")
+        input_tokens = usage.get("input_tokens")
+        output_tokens = usage.get("output_tokens")
     else:
-        input_details = as_object(usage.get("prompt_tokens_details"))
-        output_details = as_object(usage.get("completion_tokens_details"))
-        input_tokens = as_int(usage.get("prompt_tokens"))
-        output_tokens = as_int(usage.get("completion_tokens"))
+        input_details = usage.get("prompt_tokens_details")
+        output_details = usage.get("completion_tokens_details")
+        input_tokens = usage.get("prompt_tokens")
+        output_tokens = usage.get("completion_tokens")
+    if type(input_tokens) is not int:
+        input_tokens = as_int(input_tokens)
     if endpoint is EMBEDDINGS:
         return TokenUsage(input_tokens=input_tokens)
+    if type(output_tokens) is not int:
+        output_tokens = as_int(output_tokens)
+    if type(input_details) is not dict:
+        input_details = as_object(input_details)
+    if type(output_details) is not dict:
+        output_details = as_object(output_details)
+    cache_read = input_details.get("cached_tokens")
+    cache_write = input_details.get("cache_write_tokens")
+    reasoning = output_details.get("reasoning_tokens")
     measured = input_tokens is not None
     return TokenUsage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
-        cache_read_tokens=as_int(input_details.get("cached_tokens")) or (0 if measured else None),
-        cache_write_tokens=as_int(input_details.get("cache_write_tokens"))
+        cache_read_tokens=(cache_read if type(cache_read) is int else as_int(cache_read))
         or (0 if measured else None),
-        reasoning_tokens=as_int(output_details.get("reasoning_tokens"))
+        cache_write_tokens=(cache_write if type(cache_write) is int else as_int(cache_write))
+        or (0 if measured else None),
+        reasoning_tokens=(reasoning if type(reasoning) is int else as_int(reasoning))
         or (0 if output_tokens is not None else None),
     )
 
@@ -98,11 +111,12 @@ def _responses_finish_reason(body: JsonObject) -> str | None:
 
 
 def _choice_finish_reasons(body: JsonObject) -> tuple[str, ...]:
-    return tuple(
-        reason
-        for choice in as_list(body.get("choices"))
-        if (reason := as_str(as_object(choice).get("finish_reason")))
-    )
+    reasons = []
+    for choice in as_list(body.get("choices")):
+        reason = (choice if type(choice) is dict else as_object(choice)).get("finish_reason")
+        if (type(reason) is str and reason) or (reason := as_str(reason)):
+            reasons.append(reason)
+    return tuple(reasons)
 
 
 _CHAT_SIGNAL: Final = Signal("usage", "finish_reason", non_null=True)
@@ -135,7 +149,7 @@ class _ChatStream:
         self._first: bytes | None = None
 
     def wants(self, name: str | None, data: bytes) -> bool:
-        if self._collect or _CHAT_SIGNAL.search(data):
+        if self._collect or _CHAT_SIGNAL.find(data) is not None:
             self._started = True
             return True
         if not self._started:
@@ -240,10 +254,11 @@ class OpenAIFormat:
         limit = body.get("max_output_tokens") if endpoint is RESPONSES else None
         if limit is None:
             limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        model = body.get("model")
         return RequestFacts(
-            model=as_str(body.get("model")),
+            model=model if type(model) is str and model else as_str(model),
             stream=body.get("stream") is True,
-            max_tokens=as_int(limit),
+            max_tokens=limit if type(limit) is int else as_int(limit),
         )
 
     def response_facts(self, endpoint: Endpoint, body: JsonObject) -> ResponseFacts:
@@ -253,10 +268,16 @@ class OpenAIFormat:
             finish_reasons = (finish,) if finish else ()
         else:
             finish_reasons = _choice_finish_reasons(body)
-        usage = as_object(body.get("usage"))
+        usage = body.get("usage")
+        if type(usage) is not dict:
+            usage = as_object(usage)
+        model = body.get("model")
+        response_id = body.get("id")
         return ResponseFacts(
-            model=as_str(body.get("model")),
-            response_id=as_str(body.get("id")),
+            model=model if type(model) is str and model else as_str(model),
+            response_id=response_id
+            if type(response_id) is str and response_id
+            else as_str(response_id),
             finish_reasons=finish_reasons,
             usage=_usage(endpoint, usage) if usage else TokenUsage(),
             provider_cost=_provider_cost(usage),
