@@ -32,6 +32,12 @@ figure is over all timed calls of all rounds. Then the whole openai SDK call aga
 stand-in provider (another subprocess), ``off`` against ``cached, covered``, p50 of each.
 Targets: the cached decision adds <= 10 us at p50; a strict reservation round trip <= 2 ms at
 p99 (holds released by their events). PASS/MISS is informational; the script exits 0 either way.
+
+Reading the strict figures. A reservation is a ping-pong between two processes over loopback,
+so on a machine whose idle cores drop into deep sleep states each hop also pays a core's
+wake-up: the same round trips measured with another core kept busy (``python3 -c "while
+True: pass"`` in a second shell) have come out ~30 % faster at p50 and p99 than on the idle
+machine. Say which way a figure was taken when comparing runs.
 """
 
 from __future__ import annotations
