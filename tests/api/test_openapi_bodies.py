@@ -284,3 +284,19 @@ def test_bodies_fuzzing_found_answer_a_4xx_not_a_server_error(
     response = _send(client, keys["admin"], method, path, json.dumps(body).encode())
     assert response.status_code == status, response.text
     assert set(response.json()["error"]) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/sessions?employee=a%00b",
+        "/v1/sessions?department=%00",
+        "/v1/events?project=a%00b",
+        "/v1/spend?model=a%00b",
+        "/v1/observations?task_type=a%00b",
+    ],
+)
+def test_a_query_filter_holding_nul_is_a_400_not_a_server_error(client, keys, path):
+    response = client.get(path, headers={"x-p402-api-key": keys["admin"]})
+    assert response.status_code == 400, response.text
+    assert set(response.json()["error"]) == {"code", "message"}

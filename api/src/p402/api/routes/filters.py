@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 from litestar.params import Parameter, QueryParameter
 
@@ -10,11 +10,23 @@ from p402.api.errors import ApiError
 from p402.ledger.clock import from_iso
 from p402.ledger.events import EventFilter
 
-__all__ = ["MAX_LIMIT", "RangeEnd", "RangeStart", "parse_time", "provide_event_filter"]
+__all__ = [
+    "MAX_LIMIT",
+    "NO_NUL",
+    "RangeEnd",
+    "RangeStart",
+    "TextFilter",
+    "parse_time",
+    "provide_event_filter",
+]
 
 MAX_LIMIT = 1000
 
-_Text = Annotated[str | None, Parameter(required=False)]
+NO_NUL: Final = "^[^\\x00]*$"
+TextFilter = Annotated[str | None, Parameter(required=False, pattern=NO_NUL)]
+"""A filter on a stored text: any text but NUL (U+0000), which no stored value holds (and
+PostgreSQL's text cannot bind): answered 400."""
+
 RangeStart = Annotated[
     str | None,
     QueryParameter(name="from", required=False, description="ISO-8601 start (inclusive)"),
@@ -32,27 +44,27 @@ def parse_time(value: str | None, name: str) -> int | None:
 
 
 def provide_event_filter(
-    department: _Text = None,
-    project: _Text = None,
-    client: _Text = None,
-    employee: _Text = None,
-    session: _Text = None,
-    workflow: _Text = None,
-    feature: _Text = None,
-    customer: _Text = None,
-    task_type: _Text = None,
+    department: TextFilter = None,
+    project: TextFilter = None,
+    client: TextFilter = None,
+    employee: TextFilter = None,
+    session: TextFilter = None,
+    workflow: TextFilter = None,
+    feature: TextFilter = None,
+    customer: TextFilter = None,
+    task_type: TextFilter = None,
     model: Annotated[
-        str | None, Parameter(required=False, description="the model actually used")
+        str | None, Parameter(required=False, pattern=NO_NUL, description="the model actually used")
     ] = None,
-    model_requested: _Text = None,
-    provider: _Text = None,
-    operation: _Text = None,
-    outcome: _Text = None,
-    usage_evidence: _Text = None,
-    cost_evidence: _Text = None,
-    evidence_status: _Text = None,
-    policy_result: _Text = None,
-    privacy_mode: _Text = None,
+    model_requested: TextFilter = None,
+    provider: TextFilter = None,
+    operation: TextFilter = None,
+    outcome: TextFilter = None,
+    usage_evidence: TextFilter = None,
+    cost_evidence: TextFilter = None,
+    evidence_status: TextFilter = None,
+    policy_result: TextFilter = None,
+    privacy_mode: TextFilter = None,
     from_: RangeStart = None,
     to: RangeEnd = None,
 ) -> EventFilter:

@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
-from p402.api.routes.filters import MAX_LIMIT
+from p402.api.routes.filters import MAX_LIMIT, TextFilter
 from p402.ledger.events import InvalidCursor
 from p402.ledger.observations import list_observations
 
@@ -21,7 +21,7 @@ __all__ = ["get_observations"]
 def get_observations(
     engine: LedgerEngine,
     identity: CallerIdentity,
-    task_type: Annotated[str | None, Parameter(required=False)] = None,
+    task_type: TextFilter = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
     cursor: Annotated[str | None, Parameter(required=False)] = None,
 ) -> dict[str, Any]:

@@ -9,21 +9,19 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
-from p402.api.routes.filters import MAX_LIMIT, RangeEnd, RangeStart, parse_time
+from p402.api.routes.filters import MAX_LIMIT, RangeEnd, RangeStart, TextFilter, parse_time
 from p402.ledger.paging import InvalidCursor
 from p402.ledger.sessions import list_sessions
 
 __all__ = ["get_sessions"]
-
-_Text = Annotated[str | None, Parameter(required=False)]
 
 
 @get("/v1/sessions", opt={"role": "read"}, tags=["sessions"], sync_to_thread=True)
 def get_sessions(
     engine: LedgerEngine,
     identity: CallerIdentity,
-    department: _Text = None,
-    employee: _Text = None,
+    department: TextFilter = None,
+    employee: TextFilter = None,
     from_: RangeStart = None,
     to: RangeEnd = None,
     limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = 100,
