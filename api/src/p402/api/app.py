@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 from litestar import Litestar
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.types import (
+    HTTPScope,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Receive,
+    Scope,
+    Send,
+)
 from sqlalchemy import Engine
 
 from p402.api.auth import provide_identity
@@ -31,6 +41,8 @@ from p402.api.routes.keys import delete_key, get_keys, post_key
 from p402.api.routes.observations import get_observations
 from p402.api.routes.outcomes import post_outcomes
 from p402.api.routes.policies import (
+    AUTHORIZE_PATH,
+    answer_authorize,
     get_policies,
     get_policy_snapshot,
     post_authorize,
@@ -51,6 +63,29 @@ from p402.ledger.database import connect, migrate
 __all__ = ["create_app"]
 
 _T = TypeVar("_T")
+
+
+class _App(Litestar):
+    """Litestar, with ``POST /v1/authorize`` answered without the framework's per-request
+    work (:func:`p402.api.routes.policies.answer_authorize`)."""
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            http = cast(HTTPScope, scope)
+            if (
+                http["path"] == AUTHORIZE_PATH
+                and http["method"] == "POST"
+                and not http.get("root_path")  # mounted: the router knows where
+            ):
+                http["app"] = self
+                await answer_authorize(self, http, cast(Receive, receive), cast(Send, send))
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _run_sync(func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -74,7 +109,7 @@ def create_app(
     def provide_engine() -> Engine:
         return engine
 
-    app = Litestar(
+    app = _App(
         route_handlers=[
             healthz,
             dashboard_page,

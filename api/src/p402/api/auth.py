@@ -10,6 +10,7 @@ transaction that the key is still live.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request
@@ -30,11 +31,11 @@ __all__ = [
 ]
 
 
-def presented_key(request: Request[Any, Any, Any]) -> str | None:
-    """The API key the request presents, if any."""
-    if key := request.headers.get(API_KEY_HEADER):
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request with ``headers`` (names in lower case) presents, if any."""
+    if key := headers.get(API_KEY_HEADER):
         return key.strip()
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     return None
@@ -64,7 +65,7 @@ def _missing() -> ApiError:
 
 
 def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
-    key = presented_key(request)
+    key = presented_key(request.headers)
     if key is None:
         raise _missing()
     return _checked(resolve_key(engine, key), needed_role(request))

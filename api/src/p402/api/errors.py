@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Final, TypedDict
 
 from litestar import Request, Response
 from litestar.config.app import AppConfig
@@ -14,7 +14,15 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from p402.receiver.ingest import IngestError
 
-__all__ = ["ApiError", "DocumentedErrors", "ErrorBody", "exception_handlers"]
+__all__ = [
+    "INTERNAL_ERROR",
+    "ApiError",
+    "DocumentedErrors",
+    "ErrorBody",
+    "error_document",
+    "exception_handlers",
+    "problem_of",
+]
 
 _CODES = {
     400: "bad_request",
@@ -36,53 +44,61 @@ class ApiError(HTTPException):
         self.code = code
 
 
-def _body(status_code: int, code: str, message: str) -> Response[dict[str, dict[str, str]]]:
-    return Response({"error": {"code": code, "message": message}}, status_code=status_code)
+def error_document(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The body of an error: ``{"error": {"code": ..., "message": ...}}``."""
+    return {"error": {"code": code, "message": message}}
 
 
-def _http_error(
-    request: Request[Any, Any, Any], error: HTTPException
-) -> Response[dict[str, dict[str, str]]]:
-    code = getattr(error, "code", None) or _CODES.get(error.status_code, "error")
-    message = error.detail
-    if isinstance(error, ValidationException) and isinstance(error.extra, list):
-        problems = "; ".join(
-            f"{item.get('key', '?')}: {item.get('message', 'invalid')}"
-            for item in error.extra
-            if isinstance(item, dict)
+def problem_of(error: Exception) -> tuple[int, str, str] | None:
+    """The status, code and message the API answers ``error`` with; ``None`` for an error it
+    does not expect, and for any 500 (answered :data:`INTERNAL_ERROR`, and logged)."""
+    if isinstance(error, HTTPException) and error.status_code != HTTP_500_INTERNAL_SERVER_ERROR:
+        code = getattr(error, "code", None) or _CODES.get(error.status_code, "error")
+        message = error.detail
+        if isinstance(error, ValidationException) and isinstance(error.extra, list):
+            problems = "; ".join(
+                f"{item.get('key', '?')}: {item.get('message', 'invalid')}"
+                for item in error.extra
+                if isinstance(item, dict)
+            )
+            message = f"invalid request: {problems}" if problems else message
+        return error.status_code, code, message
+    if isinstance(error, IngestError):
+        return error.status_code, error.code, str(error)
+    if isinstance(error, UnicodeDecodeError | RecursionError):
+        # Litestar's JSON decoding (and the JSON readers of the ledger) let a body that is
+        # not UTF-8, or that nests too deeply to decode, through as these errors
+        problem = (
+            "nests too deeply" if isinstance(error, RecursionError) else f"is not UTF-8: {error}"
         )
-        message = f"invalid request: {problems}" if problems else message
-    return _body(error.status_code, code, message)
+        return 400, "bad_request", f"the body {problem}"
+    return None
 
 
-def _ingest_error(
-    request: Request[Any, Any, Any], error: IngestError
-) -> Response[dict[str, dict[str, str]]]:
-    return _body(error.status_code, error.code, str(error))
+INTERNAL_ERROR: Final = (
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    "internal_error",
+    "internal server error",
+)
 
 
-def _undecodable_body(
-    request: Request[Any, Any, Any], error: UnicodeDecodeError | RecursionError
-) -> Response[dict[str, dict[str, str]]]:
-    # Litestar's JSON decoding (and the JSON readers of the ledger) let a body that is not
-    # UTF-8, or that nests too deeply to decode, through as these errors
-    problem = "nests too deeply" if isinstance(error, RecursionError) else f"is not UTF-8: {error}"
-    return _body(400, "bad_request", f"the body {problem}")
-
-
-def _internal_error(
+def _answer(
     request: Request[Any, Any, Any], error: Exception
 ) -> Response[dict[str, dict[str, str]]]:
-    request.logger.exception("unhandled error")
-    return _body(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+    found = problem_of(error)
+    if found is None:
+        request.logger.exception("unhandled error")
+        found = INTERNAL_ERROR
+    status_code, code, message = found
+    return Response(error_document(code, message), status_code=status_code)
 
 
 exception_handlers = {
-    HTTPException: _http_error,
-    IngestError: _ingest_error,
-    UnicodeDecodeError: _undecodable_body,
-    RecursionError: _undecodable_body,
-    HTTP_500_INTERNAL_SERVER_ERROR: _internal_error,
+    HTTPException: _answer,
+    IngestError: _answer,
+    UnicodeDecodeError: _answer,
+    RecursionError: _answer,
+    HTTP_500_INTERNAL_SERVER_ERROR: _answer,
 }
 
 

@@ -5,17 +5,20 @@ snapshot the instrumentation caches) and ``POST /v1/authorize`` (strict mode's r
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from litestar import Request, Response, get, post, put
+from litestar import Litestar, Request, Response, get, post, put
 from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.types import HTTPResponseStartEvent, HTTPScope, Receive, Send
 from sqlalchemy import Engine
 
-from p402.api.auth import invalid_key, needed_role, presented_key, remembered_caller
+from p402.api.auth import invalid_key, presented_key, remembered_caller
 from p402.api.dependencies import CallerIdentity, LedgerEngine
-from p402.api.errors import ApiError
+from p402.api.errors import INTERNAL_ERROR, ApiError, error_document, problem_of
 from p402.api.openapi_bodies import AUTHORIZATION, POLICIES
 from p402.api.routes.budgets import json_items
 from p402.instrumentation.money import from_picos, parse_usd, to_picos, usd_str
@@ -42,9 +45,20 @@ from p402.ledger.policies import (
     tier_overrides,
 )
 
-__all__ = ["get_policies", "get_policy_snapshot", "post_authorize", "put_policy"]
+__all__ = [
+    "AUTHORIZE_PATH",
+    "answer_authorize",
+    "get_policies",
+    "get_policy_snapshot",
+    "post_authorize",
+    "put_policy",
+]
 
 REFRESH_VARIABLE: Final = "P402_POLICY_REFRESH_SECONDS"
+AUTHORIZE_PATH: Final = "/v1/authorize"
+AUTHORIZE_ROLE: Final = Role.INGEST
+AUTHORIZE_MAX_BODY_BYTES: Final = 1_000_000
+"""The largest ``POST /v1/authorize`` body (a call's description takes a few hundred bytes)."""
 _MAX_TOKENS: Final = 2**31 - 1
 _AUTHORIZE_FIELDS: Final = frozenset(
     {
@@ -247,17 +261,31 @@ def _authorize(
     return _authorization_json(answer)
 
 
+async def _decide(app: Litestar, key: str | None, body: bytes) -> dict[str, Any]:
+    engine: Engine = app.state.engine
+    arguments = (engine, key, AUTHORIZE_ROLE, body, clock.now_ms())
+    if engine.dialect.name == "sqlite":
+        # Uncontended, a SQLite reservation takes less time than the two thread switches of
+        # handing it to a worker (and holds the GIL for most of it either way): it runs
+        # here, unless another transaction holds the write lock, which a worker waits for.
+        try:
+            return _authorize(*arguments, wait=False)
+        except WouldWait:
+            pass
+    answer: dict[str, Any] = await app.state.run_sync(_authorize, *arguments)
+    return answer
+
+
 @post(
-    "/v1/authorize",
-    opt={"role": "ingest"},
+    AUTHORIZE_PATH,
+    opt={"role": AUTHORIZE_ROLE.value},
     tags=["policies"],
     status_code=200,
+    request_max_body_size=AUTHORIZE_MAX_BODY_BYTES,
     operation_class=AUTHORIZATION.operation_class,
     responses=AUTHORIZATION.responses,
 )
-async def post_authorize(
-    request: Request[object, object, State], engine: LedgerEngine
-) -> dict[str, Any]:
+async def post_authorize(request: Request[object, object, State]) -> dict[str, Any]:
     """Decide a call before it is sent and reserve its maximum cost (strict enforcement).
 
     Body: ``event_id`` (the ``p402.event.id`` the call's event will carry), ``model``,
@@ -267,15 +295,55 @@ async def post_authorize(
     ``reason``, and the hold made (``hold_usd``, ``expires_at``); the hold is released when
     the event is ingested.
     """
-    body = await request.body()
-    arguments = (engine, presented_key(request), needed_role(request), body, clock.now_ms())
-    if engine.dialect.name == "sqlite":
-        # Uncontended, a SQLite reservation takes less time than the two thread switches of
-        # handing it to a worker (and holds the GIL for most of it either way): it runs
-        # here, unless another transaction holds the write lock, which a worker waits for.
-        try:
-            return _authorize(*arguments, wait=False)
-        except WouldWait:
-            pass
-    answer: dict[str, Any] = await request.app.state.run_sync(_authorize, *arguments)
-    return answer
+    return await _decide(request.app, presented_key(request.headers), await request.body())
+
+
+class _Disconnected(Exception):
+    pass
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = cast(bytes, message.get("body", b""))
+        size += len(chunk)
+        if size > AUTHORIZE_MAX_BODY_BYTES:
+            raise HTTPException(status_code=413)  # as the framework answers a body too large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def answer_authorize(app: Litestar, scope: HTTPScope, receive: Receive, send: Send) -> None:
+    """``POST /v1/authorize`` answered straight on the ASGI interface, as
+    :func:`post_authorize` answers it (same body, statuses and errors) without the framework's
+    per-request work: strict enforcement's round trip is on the path of every call it
+    covers. The route handler documents the route and answers whatever this does not take."""
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    status = 200
+    try:
+        answer: Any = await _decide(app, presented_key(headers), await _read_body(receive))
+    except _Disconnected:
+        return
+    except Exception as error:  # answered as the route handler's exception handlers answer
+        found = problem_of(error)
+        if found is None:
+            app.get_logger().exception("unhandled error")
+            found = INTERNAL_ERROR
+        status, code, message = found
+        answer = error_document(code, message)
+    content = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": content, "more_body": False})
