@@ -67,7 +67,13 @@ _RESERVATION_CHECKPOINT_FACTOR: Final = 16
 
 
 def _sqlite_engine(url: str, *, reservations: bool = False) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False})
+    # A reservation ends its transaction itself (commit, or rollback on any error): its
+    # connection goes back to the pool with no rollback to run.
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False},
+        pool_reset_on_return=None if reservations else "rollback",
+    )
     event.listen(engine, "connect", partial(_sqlite_pragmas, reservations=reservations))
     return engine
 
@@ -80,7 +86,8 @@ def connect(url: str | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-_reservation_engines: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+_reservation_engines: weakref.WeakKeyDictionary[Engine, Engine | None] = weakref.WeakKeyDictionary()
+"""Each engine's reservation engine; ``None``: the engine itself."""
 _reservation_lock: Final = threading.Lock()
 
 
@@ -96,19 +103,18 @@ def reservation_engine(engine: Engine) -> Engine:
     (``busy_timeout=0``: :func:`p402.ledger.holds.authorize` waits for it, or not at all).
     Otherwise ``engine`` itself.
     """
+    found = _reservation_engines.get(engine, engine)  # known: its own engine, or None
+    if found is not engine:
+        return found or engine
     url = engine.url
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return engine
-    if "mode=memory" in str(url):
-        return engine
+    in_file = url.database not in (None, "", ":memory:") and "mode=memory" not in str(url)
     with _reservation_lock:
         reservations = _reservation_engines.get(engine)
-        if reservations is None:
-            reservations = _sqlite_engine(
-                url.render_as_string(hide_password=False), reservations=True
-            )
-            _reservation_engines[engine] = reservations
-        return reservations
+        if reservations is None and url.get_backend_name() == "sqlite" and in_file:
+            address = url.render_as_string(hide_password=False)
+            reservations = _sqlite_engine(address, reservations=True)
+        _reservation_engines[engine] = reservations
+        return reservations or engine
 
 
 MIGRATIONS: Final = Path(__file__).parent / "migrations"

@@ -298,6 +298,8 @@ def _tenant_transaction(engine: Engine, tenant_id: int, wait: bool) -> Iterator[
         except BaseException:
             driver.rollback()
             raise
+        if getattr(driver, "in_transaction", False):  # SQLite's pool does not roll back
+            driver.rollback()
     finally:
         pooled.close()
 
