@@ -105,6 +105,8 @@ def _serve(role: str, database_url: str | None) -> None:
             put_budgets(
                 connection, identity.tenant_id, [BudgetSpec.from_json(b) for b in budgets], now_ms()
             )
+        gc.collect()
+        gc.freeze()  # as ``p402 serve`` does
         with BackgroundServer(app) as server:
             print(json.dumps({"url": server.url, "ingest_key": ingest_key}), flush=True)
             sys.stdin.readline()

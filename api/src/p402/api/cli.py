@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import TextIO
@@ -45,7 +46,13 @@ def serve(host: str, port: int) -> None:
 
     url = database_url()
     _say(f"P402 serving on http://{host}:{port} (database {_redact(url)})")
-    uvicorn.run(create_app(connect(url)), host=host, port=port, log_level="info")
+    app = create_app(connect(url))
+    # What is loaded by now lives as long as the server: kept out of the garbage collector's
+    # full passes, which then take a fraction of the time (a pause on every request in
+    # flight).
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @main.command("migrate")
