@@ -13,6 +13,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 import p402.api.app
+import p402.api.routes.policies
 from p402.api import create_app
 from p402.api.routes.policies import answer_authorize
 from p402.api.server import BackgroundServer
@@ -149,3 +150,25 @@ def test_over_a_real_server_other_methods_still_get_the_routers_answer(app, keys
         refused = client.get("/v1/authorize", headers=headers)
         assert refused.status_code == 405
         assert refused.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_an_unexpected_error_is_a_logged_500_either_way(app, keys, monkeypatch, caplog):
+    def broken(*arguments: Any, **options: Any) -> Any:
+        raise RuntimeError("the ledger broke")
+
+    monkeypatch.setattr(p402.api.routes.policies, "_authorize", broken)
+
+    async def post(target: Any) -> httpx.Response:
+        transport = httpx.ASGITransport(app=target)
+        async with httpx.AsyncClient(transport=transport, base_url="http://p402") as client:
+            headers = {"x-p402-api-key": keys["ingest"]}
+            return await client.post("/v1/authorize", content=_call("direct-1"), headers=headers)
+
+    for way in (app, _RouterOnly(app)):
+        caplog.clear()
+        response = asyncio.run(post(way))
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": {"code": "internal_error", "message": "internal server error"}
+        }
+        assert "the ledger broke" in caplog.text
