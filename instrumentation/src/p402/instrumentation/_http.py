@@ -13,6 +13,7 @@ whole by the caller (:meth:`Connection.exchange`).
 from __future__ import annotations
 
 import io
+import select
 import socket
 import ssl
 from typing import Final
@@ -35,13 +36,23 @@ class Connection:
     """One connection to ``host:port``, opened on first use, reused while the server keeps
     it alive."""
 
-    __slots__ = ("_host", "_https", "_port", "_reader", "_socket", "_timeout")
+    __slots__ = ("_context", "_host", "_https", "_port", "_reader", "_socket", "_timeout")
 
-    def __init__(self, host: str, port: int | None, *, https: bool, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int | None,
+        *,
+        https: bool,
+        timeout: float,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self._host = host
         self._port = port or (443 if https else 80)
         self._https = https
         self._timeout = timeout
+        self._context = context
+        """The TLS context of an ``https`` connection; ``None``: the system's defaults."""
         self._socket: socket.socket | None = None
         self._reader: io.BufferedReader | None = None
 
@@ -53,7 +64,7 @@ class Connection:
         raw = socket.create_connection((self._host, self._port), self._timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._https:
-            context = ssl.create_default_context()
+            context = self._context or ssl.create_default_context()
             raw = context.wrap_socket(raw, server_hostname=self._host)
         self._socket = raw
         return raw
@@ -76,6 +87,22 @@ class Connection:
         if not keep_alive:
             self.close()
         return status, body
+
+    def is_stale(self) -> bool:
+        """Whether an open connection, idle between requests, can no longer be used: the
+        server closed it (or sent something unasked). Then it is closed here."""
+        sock = self._socket
+        if sock is None:
+            return False
+        try:
+            readable = bool(select.select([sock], [], [], 0)[0]) or (
+                self._https and bool(sock.pending())  # type: ignore[attr-defined]
+            )
+        except (OSError, ValueError):
+            readable = True
+        if readable:
+            self.close()
+        return readable
 
     def close(self) -> None:
         reader, sock = self._reader, self._socket

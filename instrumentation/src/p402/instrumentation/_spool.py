@@ -1,11 +1,12 @@
 """Durable export: a batch of economic events the P402 endpoint cannot take now waits on disk.
 
 :class:`SpoolingSpanExporter` serializes each batch to OTLP protobuf once and POSTs it to
-``{endpoint}/v1/traces`` over a kept-alive ``urllib3`` connection (never ``httpx``, whose
-``send`` the instrumentation hooks), with every other instrumentation suppressed. As with
-``requests``, a proxy comes from ``HTTP(S)_PROXY`` / ``NO_PROXY`` and the CA bundle from
-``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` (else certifi's), both read once. The answer
-decides:
+``{endpoint}/v1/traces`` over a kept-alive HTTP/1.1 connection of its own
+(:mod:`p402.instrumentation._http`; never ``httpx``, whose ``send`` the instrumentation
+hooks), with every other instrumentation suppressed. As with ``requests``, a proxy comes
+from ``HTTP(S)_PROXY`` / ``NO_PROXY`` and the CA bundle from ``REQUESTS_CA_BUNDLE`` /
+``CURL_CA_BUNDLE`` (else certifi's), both read once; through a proxy, or to a URL with
+credentials in it, the POST goes over ``urllib3``. The answer decides:
 
 * 2xx: delivered.
 * A connection error, a timeout, 408, 429, 5xx (anything but a refusal): the endpoint may
@@ -37,12 +38,15 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
+import ssl
 import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
 from enum import Enum
 from pathlib import Path
+from typing import Final
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -51,6 +55,9 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from p402.instrumentation._http import Connection
+from p402.instrumentation.version import __version__
 
 __all__ = ["Spool", "SpoolingSpanExporter"]
 
@@ -179,8 +186,9 @@ class Spool:
             os.unlink(claimed)
 
 
-def _pool_for(url: str) -> urllib3.PoolManager:
-    """Connections to ``url``'s host, through the proxy the environment names for it."""
+def _ca_bundle(url: str) -> tuple[str | None, str | None]:
+    """The CA file and CA directory to verify ``url``'s server with (``None``, ``None`` for
+    plain HTTP): ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``, else certifi's."""
     ca_certs = ca_cert_dir = None
     if url.startswith("https:"):
         bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
@@ -193,16 +201,96 @@ def _pool_for(url: str) -> urllib3.PoolManager:
             ca_cert_dir = bundle
         else:
             ca_certs = bundle
+    return ca_certs, ca_cert_dir
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url``, if any."""
     parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
     proxies = getproxies()
-    proxy = None
-    if not proxy_bypass(parts.hostname or ""):
-        proxy = proxies.get(parts.scheme) or proxies.get("all")
+    return proxies.get(parts.scheme) or proxies.get("all") or None
+
+
+def _pool_for(url: str) -> urllib3.PoolManager:
+    """Connections to ``url``'s host, through the proxy the environment names for it."""
+    ca_certs, ca_cert_dir = _ca_bundle(url)
+    proxy = _proxy_for(url)
     if proxy:
         return urllib3.ProxyManager(
             proxy, retries=False, ca_certs=ca_certs, ca_cert_dir=ca_cert_dir
         )
     return urllib3.PoolManager(retries=False, ca_certs=ca_certs, ca_cert_dir=ca_cert_dir)
+
+
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_USER_AGENT: Final = f"p402-instrumentation/{__version__}"
+
+
+class _DirectPost:
+    """POSTs to ``url`` over one kept-alive HTTP/1.1 connection of its own
+    (:class:`~p402.instrumentation._http.Connection`): the request's head is built once, and
+    each POST is one write of head and body and a lean reading of the answer."""
+
+    __slots__ = ("_connection", "_head")
+
+    def __init__(self, connection: Connection, head: bytes) -> None:
+        self._connection = connection
+        self._head = head
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        """Status and body of the answer; raises ``OSError`` when there is none."""
+        connection = self._connection
+        connection.is_stale()  # a kept-alive connection the server has closed meanwhile
+        length = str(len(body)).encode("ascii")
+        return connection.exchange(b"".join((self._head, length, b"\r\n\r\n", body)))
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _direct_post_for(url: str, headers: Mapping[str, str], timeout: float) -> _DirectPost | None:
+    """A :class:`_DirectPost` to ``url``; ``None`` when it goes through a proxy, or when
+    the URL or the headers are anything but plain (``urllib3`` then sends it)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or _proxy_for(url):
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    lines = [
+        f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        f"User-Agent: {_USER_AGENT}",
+    ]
+    for name, value in headers.items():
+        if (
+            not _HEADER_NAME.fullmatch(name)
+            or name.lower() in ("host", "content-length", "transfer-encoding", "connection")
+            or any(character in value for character in "\r\n\0")
+        ):
+            return None
+        lines.append(f"{name}: {value}")
+    lines.append("Content-Length: ")
+    try:
+        head = "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    context = None
+    if parts.scheme == "https":
+        ca_certs, ca_cert_dir = _ca_bundle(url)
+        try:
+            context = ssl.create_default_context(cafile=ca_certs, capath=ca_cert_dir)
+        except (OSError, ssl.SSLError):  # an unreadable bundle: urllib3 reports it per POST
+            return None
+    connection = Connection(
+        parts.hostname, port, https=parts.scheme == "https", timeout=timeout, context=context
+    )
+    return _DirectPost(connection, head)
 
 
 def _destination_tag(url: str, headers: Mapping[str, str]) -> str:
@@ -253,6 +341,7 @@ class SpoolingSpanExporter(SpanExporter):
         the delivery of whatever the spool holds."""
         self._lock = threading.Lock()
         self._pool = _pool_for(self.url)
+        self._direct = _direct_post_for(self.url, self.headers, self.timeout)
         self._stop = threading.Event()
         self._pending = threading.Event()
         self._thread: threading.Thread | None = None
@@ -305,20 +394,26 @@ class SpoolingSpanExporter(SpanExporter):
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         self.force_flush(max(0, int((deadline - time.monotonic()) * 1000)))
-        self._pool.clear()
+        with self._lock:
+            self._pool.clear()
+            if self._direct is not None:
+                self._direct.close()
 
     # -- delivery ------------------------------------------------------------------------
 
     def _post(self, body: bytes) -> _Outcome:
         try:
             with suppress_instrumentation():
-                response = self._pool.request(
-                    "POST", self.url, body=body, headers=self.headers, timeout=self.timeout
-                )
+                if self._direct is not None:
+                    status, answer = self._direct.post(body)
+                else:
+                    response = self._pool.request(
+                        "POST", self.url, body=body, headers=self.headers, timeout=self.timeout
+                    )
+                    status, answer = response.status, response.data
         except Exception as error:  # connection refused, timeout, TLS, ...
             self._warn_failure(f"{type(error).__name__}: {error}")
             return _Outcome.RETRY
-        status = response.status
         if 200 <= status < 300:
             return _Outcome.DELIVERED
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
@@ -327,7 +422,7 @@ class SpoolingSpanExporter(SpanExporter):
                 "it is dropped, since sending it again cannot succeed",
                 self.url,
                 status,
-                response.data[:200].decode("utf-8", "replace"),
+                answer[:200].decode("utf-8", "replace"),
             )
             return _Outcome.REFUSED
         self._warn_failure(f"HTTP {status}")
