@@ -32,7 +32,7 @@ __all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
-SCAN_BYTES: Final = 4 * 1024
+SCAN_BYTES: Final = 1024
 """From this many bytes of events on, a piece is scanned for the events that matter rather
 than split into all of its events."""
 HANDOFF_BYTES: Final = 64 * 1024
@@ -191,19 +191,33 @@ class SseReader(_StreamReader):
     def _read_each(self, buffer: bytes, end: int, separator: bytes) -> list[tuple[int, int]]:
         """Read every event of ``buffer[:end]``; returns the spans (separator included) of
         the events the application should not see."""
-        read = self._read
+        # :meth:`_read`, inlined: this runs once per event.
+        accumulator = self._accumulator
+        wants = accumulator.wants
+        step = len(separator)
         hidden: list[tuple[int, int]] = []
         position = 0
+        name: str | None
+        payload: bytes | None
         for raw in buffer[:end].split(separator):
             # With one kind of line ending, an event without "\n" is one line.
             if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
-                shown = read(None, raw[6:])
+                name, payload = None, raw[6:]
             else:
-                shown = read(*_event_fields(raw))
-            stop = position + len(raw) + len(separator)
+                name, payload = _event_fields(raw)
+            if payload is None:
+                shown = True
+            elif len(payload) < 16 and _is_done(payload):
+                accumulator.finished = True
+                shown = True
+            elif not wants(name, payload):
+                self._skipped = (name, payload)
+                shown = True
+            else:
+                shown = self._take(name, payload)
             if not shown:
-                hidden.append((position, stop))
-            position = stop
+                hidden.append((position, position + len(raw) + step))
+            position += len(raw) + step
         return hidden
 
     def _read_marked(self, buffer: bytes, end: int, separator: bytes) -> list[tuple[int, int]]:
@@ -222,15 +236,18 @@ class SseReader(_StreamReader):
             if stop == end:
                 return hidden
             position = stop + step
-        # Then only the events with the signal, or with [DONE], can change anything.
-        marked = {
-            self._start_of(buffer, position, mark, separator)
-            for mark in signal.positions(buffer, position, end)
-        }
+        # Then only the events with the signal, or with [DONE], can change anything: the
+        # event holding a mark starts after the last separator before it.
+        rfind = buffer.rfind
+        marked = set()
+        for mark in signal.positions(buffer, position, end):
+            before = rfind(separator, position, mark)
+            marked.add(position if before == -1 else before + step)
         done = set()
         at = buffer.find(b"[DONE]", position, end)
         while at != -1:
-            done.add(self._start_of(buffer, position, at, separator))
+            before = rfind(separator, position, at)
+            done.add(position if before == -1 else before + step)
             at = buffer.find(b"[DONE]", at + 6, end)
         for start in sorted(marked | done):
             stop = buffer.find(separator, start, end)
@@ -244,9 +261,16 @@ class SseReader(_StreamReader):
                 hidden.append((start, stop + step))
         # Of the others, only the last event with data matters: it is the latest skipped.
         stop = end
+        name: str | None
+        payload: bytes | None
         while True:
-            start = self._start_of(buffer, position, stop, separator)
-            name, payload = _event_fields(buffer[start:stop])
+            before = rfind(separator, position, stop)
+            start = position if before == -1 else before + step
+            raw = buffer[start:stop]
+            if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
+                name, payload = None, raw[6:]
+            else:
+                name, payload = _event_fields(raw)
             if payload is not None and not _is_done(payload):
                 if start not in marked and start not in done:
                     self._skipped = (name, payload)
@@ -254,12 +278,6 @@ class SseReader(_StreamReader):
             if start == position:
                 return hidden
             stop = start - step
-
-    @staticmethod
-    def _start_of(buffer: bytes, first: int, index: int, separator: bytes) -> int:
-        """Where the event holding ``buffer[index]`` starts (events start at ``first``)."""
-        before = buffer.rfind(separator, first, index)
-        return first if before == -1 else before + len(separator)
 
     def _feed_mixed(self, buffer: bytes) -> bytes:
         """Events of a stream that mixes line endings (or has not shown one yet)."""
@@ -403,7 +421,6 @@ class _Tap:
         "_status",
         "done",
         "pending",
-        "pending_size",
         "rewrite",
     )
 
@@ -418,7 +435,6 @@ class _Tap:
         self.done = False  # reading stopped (on the thread that reads)
         self._ended = False  # the application's stream ended (on its thread)
         self.pending: list[bytes] = []
-        self.pending_size = 0
         self._reader_made: BodyReader | None = None
         self.rewrite = rewrite
         if rewrite:
@@ -432,11 +448,10 @@ class _Tap:
 
     def hand_off(self) -> None:
         """Not inline: hand the chunks collected so far to the recorder thread. The
-        wrappers' loops collect each chunk themselves (``pending``, ``pending_size``, unless
-        ``done``) and call this once ``pending_size`` reaches :data:`HANDOFF_BYTES`."""
+        wrappers' loops collect each chunk themselves (in ``pending``, unless ``done``) and
+        call this once they hold :data:`HANDOFF_BYTES`."""
         pieces = self.pending[:]  # the list itself stays the one the loop appends to
         self.pending.clear()
-        self.pending_size = 0
         self._recorder.submit(partial(self._read, pieces))
 
     def feed(self, raw: bytes) -> bytes:
@@ -528,13 +543,15 @@ class _TappedSync:
                         yield forwarded
             else:
                 pending = tap.pending
+                size = 0  # of the chunks in pending
                 for chunk in self._inner:
                     if chunk:
                         if not tap.done:  # collected as is, for the recorder thread
                             pending.append(chunk)
-                            tap.pending_size += len(chunk)
-                            if tap.pending_size >= HANDOFF_BYTES:
+                            size += len(chunk)
+                            if size >= HANDOFF_BYTES:
                                 tap.hand_off()
+                                size = 0
                         yield chunk
             complete = True
         finally:
@@ -567,13 +584,15 @@ class _TappedAsync:
                         yield forwarded
             else:
                 pending = tap.pending
+                size = 0  # of the chunks in pending
                 async for chunk in self._inner:
                     if chunk:
                         if not tap.done:  # collected as is, for the recorder thread
                             pending.append(chunk)
-                            tap.pending_size += len(chunk)
-                            if tap.pending_size >= HANDOFF_BYTES:
+                            size += len(chunk)
+                            if size >= HANDOFF_BYTES:
                                 tap.hand_off()
+                                size = 0
                         yield chunk
             complete = True
         finally:

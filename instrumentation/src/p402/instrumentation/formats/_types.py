@@ -66,13 +66,22 @@ class Signal:
         names = b"|".join(re.escape(key.encode()) for key in keys)
         value = rb"\s*:\s*[^\sn]" if non_null else b""
         self._pattern = re.compile(rb'"(?:' + names + rb')"' + value)
-        self.find: Callable[[bytes], re.Match[bytes] | None] = self._pattern.search
-        """The first mark in ``data`` (one event), or ``None``: :meth:`search` without the
-        call around it, for the per-event checks."""
+        self.find: Callable[[bytes], object] = self._find
+        """Whether ``data`` (one event) carries the mark (truthy) or not (``None``):
+        :meth:`search` for the per-event checks."""
+
+    def _find(self, data: bytes) -> object:
+        # Byte counts first (in C, several times faster than the pattern): when every
+        # occurrence of every key is a compact null, or there is none, nothing can match.
+        for quoted, null in self._keys:
+            count = data.count(quoted)
+            if count and (not self._non_null or count != data.count(null)):
+                return self._pattern.search(data)
+        return None
 
     def search(self, data: bytes) -> bool:
         """Whether ``data`` (one event) carries the mark."""
-        return self._pattern.search(data) is not None
+        return self._find(data) is not None
 
     def positions(self, data: bytes, start: int, end: int) -> list[int]:
         """Where the marks in ``data[start:end]`` begin (in no particular order)."""
