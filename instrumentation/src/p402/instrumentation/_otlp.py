@@ -49,6 +49,8 @@ _pack_times = struct.Struct("<BQBQ").pack  # start (7) and end (8) time, fixed64
 def _varint(value: int) -> bytes:
     if 0 <= value < 128:
         return _SMALL[value]
+    if 0 < value < 16384:  # two bytes: most lengths
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     value &= _MAX_UINT64  # int64 is two's complement on the wire
     out = bytearray()
     while value > 0x7F:
@@ -105,9 +107,6 @@ _MAX_CACHED_VALUES: Final = 1024
 _MAX_KEYS: Final = 1024
 
 
-_key_fields: dict[str, bytes] = {}
-
-
 class _Fields(dict[Any, bytes]):
     """The encoded fields of one attribute key, by value, made when first asked for; the
     values of one key always have one type, so ``True`` and ``1`` never meet here."""
@@ -129,24 +128,24 @@ class _Fields(dict[Any, bytes]):
 class _FreshFields(_Fields):
     """For values that are new with (nearly) every event: encoded, never kept."""
 
-    __slots__ = ()
+    __slots__ = ("key_field",)
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key_field = length_delimited(b"\x0a", key.encode())
 
     def __missing__(self, value: Any) -> bytes:
-        key = self.key
-        if type(value) is not str:
-            return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
-        key_field = _key_fields.get(key)
-        if key_field is None:
-            key_field = _key_fields[key] = length_delimited(b"\x0a", key.encode())
-        encoded = value.encode()
-        size = len(encoded)
-        outer = size + 4 + len(key_field)
-        if outer < 128:  # every length fits one byte: the usual id
-            return b"".join(
-                (b"\x4a", _SMALL[outer], key_field, b"\x12", _SMALL[size + 2], b"\x0a",
-                 _SMALL[size], encoded)
-            )  # fmt: skip
-        return _key_value(_SPAN_ATTRIBUTE_TAG, key, value)
+        if type(value) is str:
+            encoded = value.encode()
+            size = len(encoded)
+            key_field = self.key_field
+            outer = size + 4 + len(key_field)
+            if outer < 128:  # every length fits one byte: the usual id
+                return b"".join(
+                    (b"\x4a", _SMALL[outer], key_field, b"\x12", _SMALL[size + 2], b"\x0a",
+                     _SMALL[size], encoded)
+                )  # fmt: skip
+        return _key_value(_SPAN_ATTRIBUTE_TAG, self.key, value)
 
 
 class _FieldsByKey(dict[str, _Fields]):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -136,9 +136,10 @@ _models: dict[tuple[str, str], tuple[object, Any, ModelPrice | None, _LinearRate
 
 
 def _price_and_rates(
-    model: str, provider_id: str, at: datetime
+    model: str, provider_id: str, at: datetime | int
 ) -> tuple[ModelPrice, _LinearRates | None]:
-    """The model's price at ``at`` and its linear rates (``None`` when tiered)."""
+    """The model's price at ``at`` (a time, or nanoseconds since the epoch) and its linear
+    rates (``None`` when tiered)."""
     snapshot = data_snapshot.get_snapshot()
     found = _models.get((model, provider_id))
     if found is None or found[0] is not snapshot:  # price data can be replaced (updates)
@@ -151,6 +152,8 @@ def _price_and_rates(
         found = _models[model, provider_id] = (snapshot, model_info, fixed, rates)
     if found[2] is not None:
         return found[2], found[3]
+    if isinstance(at, int):
+        at = datetime.fromtimestamp(at / 1e9, tz=UTC)
     model_price = found[1].get_prices(at)
     return model_price, _linear_rates(model_price)
 
@@ -184,10 +187,13 @@ def compute_cost(
     *,
     model: str,
     provider: str,
-    at: datetime,
+    at: datetime | int,
     rates: NegotiatedRates | None = None,
 ) -> Decimal | None:
     """The cost of ``usage`` on ``model`` at ``at``, or ``None`` when it cannot be priced.
+
+    ``at`` is a time, or nanoseconds since the epoch (made a time only for the models whose
+    price depends on it).
 
     ``rates`` (a tenant's negotiated prices) replace the price data. ``None`` means the model
     or provider is unknown to the price data, or no usage was measured, or the counts are
