@@ -162,21 +162,12 @@ class _ChatStream:
         return _CHAT_SIGNAL if self._started and not self._collect else None
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
-        # The as_* readers inline for the usual types (once per event read).
-        model = data.get("model")
-        if model if type(model) is str else as_str(model):
-            self._model = model
-        response_id = data.get("id")
-        if response_id if type(response_id) is str else as_str(response_id):
-            self._id = response_id
-        choices = data.get("choices")
-        for choice in choices if type(choices) is list else as_list(choices):
-            if type(choice) is not dict:
-                choice = as_object(choice)
-            index = choice.get("index")
-            index = (index if type(index) is int else as_int(index)) or 0
-            reason = choice.get("finish_reason")
-            if reason if type(reason) is str else (reason := as_str(reason)):
+        self._model = as_str(data.get("model")) or self._model
+        self._id = as_str(data.get("id")) or self._id
+        for choice in as_list(data.get("choices")):
+            choice = as_object(choice)
+            index = as_int(choice.get("index")) or 0
+            if reason := as_str(choice.get("finish_reason")):
                 self._finish[index] = reason
             if self._collect:
                 delta = as_object(choice.get("delta"))
