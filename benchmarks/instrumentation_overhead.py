@@ -546,8 +546,8 @@ _DUMP_AT: Final = "os_getppid"
 # Under callgrind the process runs ~50x slower, so a background thread that wakes every T
 # seconds of wall-clock time would wake ~50x as often per call as it does natively, and its
 # per-wake-up work would be overcharged to every call. The child stretches both pipelines'
-# timers by this factor: P402's recorder interval (0.1 s) and the stock
-# BatchSpanProcessor's schedule delay (OTEL_BSP_SCHEDULE_DELAY, 5 s).
+# timers by this factor: P402's recorder interval (0.1 s) and batch delay (1 s), and the
+# stock BatchSpanProcessor's schedule delay (OTEL_BSP_SCHEDULE_DELAY, 5 s).
 _VALGRIND_SLOWDOWN: Final = 50
 
 
@@ -555,7 +555,7 @@ def _count_blocks(args: argparse.Namespace) -> None:
     """Child process, run under callgrind: one block per mode and variant, each dumped."""
     from openai import OpenAI
 
-    from p402.instrumentation import _recorder
+    from p402.instrumentation import _pipeline, _recorder
 
     native_init = _recorder.Recorder.__init__
 
@@ -563,6 +563,12 @@ def _count_blocks(args: argparse.Namespace) -> None:
         native_init(recorder, *args, interval=interval * _VALGRIND_SLOWDOWN, **kwargs)
 
     _recorder.Recorder.__init__ = stretched  # type: ignore[method-assign, assignment]
+    native_sink_init = _pipeline.OtlpSink.__init__
+
+    def stretched_sink(sink: Any, *args: Any, max_delay: float = 1.0, **kwargs: Any) -> None:
+        native_sink_init(sink, *args, max_delay=max_delay * _VALGRIND_SLOWDOWN, **kwargs)
+
+    _pipeline.OtlpSink.__init__ = stretched_sink  # type: ignore[method-assign, assignment]
     global FLUSH_TIMEOUT_MS
     FLUSH_TIMEOUT_MS *= _VALGRIND_SLOWDOWN
     zero, dump = os.getpgrp, os.getppid
