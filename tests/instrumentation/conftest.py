@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -44,3 +45,14 @@ def instrument(spans: Spans, standin: StandInProvider) -> Iterator[P402Instrumen
     )
     yield instrumentor
     instrumentor.uninstrument()
+
+
+def exported_span_names(body: bytes) -> list[str]:
+    """The names of the spans of an OTLP/protobuf export request."""
+    request = ExportTraceServiceRequest.FromString(body)
+    return [
+        span.name
+        for resource in request.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]

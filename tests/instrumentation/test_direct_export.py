@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
+from tests.instrumentation.conftest import exported_span_names
 
 from p402.instrumentation._otlp import encode_span
 from p402.instrumentation._pipeline import OtlpSink
@@ -45,13 +45,7 @@ class KeepAliveEndpoint:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
-                request = ExportTraceServiceRequest.FromString(body)
-                names = [
-                    span.name
-                    for resource in request.resource_spans
-                    for scope in resource.scope_spans
-                    for span in scope.spans
-                ]
+                names = exported_span_names(body)
                 with endpoint.lock:
                     endpoint.connections.add(self.client_address)
                     endpoint.received.append((names, dict(self.headers.items())))

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import urllib3
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tests.instrumentation.conftest import exported_span_names
 
 from p402.instrumentation import ConfigurationError
 from p402.instrumentation._spool import SpoolingSpanExporter, _pool_for
@@ -67,13 +67,7 @@ class Endpoint:
                     endpoint.requests += 1
                     status = endpoint.status
                     if 200 <= status < 300:
-                        request = ExportTraceServiceRequest.FromString(body)
-                        names = [
-                            span.name
-                            for resource in request.resource_spans
-                            for scope in resource.scope_spans
-                            for span in scope.spans
-                        ]
+                        names = exported_span_names(body)
                         endpoint.accepted.append((self.headers["x-p402-api-key"], names))
                 self.send_response(status)
                 self.send_header("content-length", "0")

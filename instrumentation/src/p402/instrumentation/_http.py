@@ -13,12 +13,16 @@ whole by the caller (:meth:`Connection.exchange`).
 from __future__ import annotations
 
 import io
+import re
 import select
 import socket
 import ssl
 from typing import Final
 
-__all__ = ["Connection", "Disconnected", "MalformedResponse"]
+__all__ = ["ILLEGAL_IN_HEADER", "Connection", "Disconnected", "MalformedResponse"]
+
+ILLEGAL_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
+"""What a header value sent on a connection must not hold (it would end the header)."""
 
 _MAX_LINE: Final = 65_536
 _MAX_HEADERS: Final = 100

@@ -56,7 +56,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from p402.instrumentation._http import Connection
+from p402.instrumentation._http import ILLEGAL_IN_HEADER, Connection
 from p402.instrumentation.version import __version__
 
 __all__ = ["Spool", "SpoolingSpanExporter"]
@@ -271,7 +271,7 @@ def _direct_post_for(url: str, headers: Mapping[str, str], timeout: float) -> _D
         if (
             not _HEADER_NAME.fullmatch(name)
             or name.lower() in ("host", "content-length", "transfer-encoding", "connection")
-            or any(character in value for character in "\r\n\0")
+            or ILLEGAL_IN_HEADER.search(value)
         ):
             return None
         lines.append(f"{name}: {value}")

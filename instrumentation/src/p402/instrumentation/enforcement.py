@@ -62,7 +62,7 @@ from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
-from p402.instrumentation._http import Connection, Disconnected
+from p402.instrumentation._http import ILLEGAL_IN_HEADER, Connection, Disconnected
 from p402.instrumentation._metering import load_json, replace_request_body
 from p402.instrumentation.config import Enforcement, FailMode, P402Config
 from p402.instrumentation.exceptions import ConfigurationError
@@ -120,7 +120,6 @@ _KEYS: Final = re.compile(
 """A ``"model"`` key with a string value (group 1) or an output limit key with a number
 (group 2); the literal prefix ``"m`` common to every key keeps the search fast."""
 _MODEL_IN_PATH: Final = re.compile(r"(/models?/)([^/:]+)")
-_ILLEGAL_IN_HEADER: Final = re.compile(r"[\r\n\x00]")
 
 
 class PolicyUnavailable(Exception):
@@ -365,7 +364,7 @@ class _PolicyClient:
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port
         self._base = parts.path.rstrip("/")
-        if api_key and _ILLEGAL_IN_HEADER.search(api_key):
+        if api_key and ILLEGAL_IN_HEADER.search(api_key):
             raise ConfigurationError("the P402 API key holds a line break or NUL")
         host = parts.netloc.rpartition("@")[2] or self._host
         self._head = f"Host: {host}\r\n" + (f"{API_KEY_HEADER}: {api_key}\r\n" if api_key else "")
