@@ -582,18 +582,8 @@ def _count_blocks(args: argparse.Namespace) -> None:
         P402(receiver["url"], receiver["ingest_key"], coordinates["provider_url"]),
     ]
     # A first pass, not counted, so that no block pays a variant's one-off costs (imports,
-    # caches, P402's price data).
-    for mode in MODES:
-        call = _call_function(client, mode)
-        for variant in variants:
-            variant.setup()
-            try:
-                for _ in range(args.untimed):
-                    call()
-                variant.flush()
-            finally:
-                variant.teardown()
-    for _ in range(args.instruction_repeats):
+    # caches, P402's price data); then the counted ones.
+    for counted in [False] + [True] * args.instruction_repeats:
         for mode in MODES:
             call = _call_function(client, mode)
             for variant in variants:
@@ -602,15 +592,17 @@ def _count_blocks(args: argparse.Namespace) -> None:
                     for _ in range(args.untimed):
                         call()
                     variant.flush()
-                    gc.collect()
-                    zero()
-                    for _ in range(args.instruction_calls):
-                        call()
-                    variant.flush()
-                    dump()
+                    if counted:
+                        gc.collect()
+                        zero()
+                        for _ in range(args.instruction_calls):
+                            call()
+                        variant.flush()
+                        dump()
                 finally:
                     variant.teardown()
-                print(f"  {mode}, {variant.name}: counted", flush=True)
+                if counted:
+                    print(f"  {mode}, {variant.name}: counted", flush=True)
     client.close()
 
 
