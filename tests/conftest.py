@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from p402.instrumentation.testing import StandInProvider
 from p402.ledger.database import connect, migrate
@@ -78,3 +78,18 @@ def engine(database_url: str) -> Iterator[Engine]:
 def standin() -> Iterator[StandInProvider]:
     with StandInProvider() as provider:
         yield provider
+
+
+def database_text(engine: Engine, database_url: str) -> str:
+    """Everything the database holds, as text (for SQLite also the raw files): what a test
+    searches for a value that must never be stored."""
+    chunks = []
+    with engine.connect() as connection:
+        for table in inspect(engine).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                chunks.append(repr(tuple(row)))
+    if database_url.startswith("sqlite"):
+        path = Path(database_url.removeprefix("sqlite:///"))
+        for file in path.parent.glob(path.name + "*"):
+            chunks.append(file.read_bytes().decode("latin-1"))
+    return "\n".join(chunks)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 from openai import OpenAI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from sqlalchemy import inspect, text
+from tests.conftest import database_text
 
 from p402.api import create_app
 from p402.api.server import BackgroundServer
@@ -43,20 +42,6 @@ def _wait_for_events(api: httpx.Client, count: int) -> list[dict[str, object]]:
             return events
         time.sleep(0.05)
     raise AssertionError(f"expected {count} events in the ledger")
-
-
-def _database_text(engine, database_url: str) -> str:
-    """Everything the database holds, as text (for SQLite also the raw files)."""
-    chunks = []
-    with engine.connect() as connection:
-        for table in inspect(engine).get_table_names():
-            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
-                chunks.append(repr(tuple(row)))
-    if database_url.startswith("sqlite"):
-        path = Path(database_url.removeprefix("sqlite:///"))
-        for file in path.parent.glob(path.name + "*"):
-            chunks.append(file.read_bytes().decode("latin-1"))
-    return "\n".join(chunks)
 
 
 def test_an_openai_call_becomes_an_exact_ledger_event(engine, database_url, server, standin):
@@ -140,6 +125,6 @@ def test_an_openai_call_becomes_an_exact_ledger_event(engine, database_url, serv
 
     # The prompt reached the provider, and nowhere in P402's database.
     assert CANARY in standin.requests[0].body.decode()
-    assert CANARY not in _database_text(engine, database_url)
+    assert CANARY not in database_text(engine, database_url)
     # The owner context reached P402, and never the provider.
     assert "alice" not in str(standin.requests[0].headers) + standin.requests[0].body.decode()
