@@ -201,6 +201,8 @@ def _body(**fields: object) -> bytes:
         (_body(model="gpt-5", max_tokens=10, tools=[{"max_tokens": 99}]), ("gpt-5", 1, 99)),
         (_body(model=5, max_tokens="9", max_output_tokens=7), (None, 0, 7)),
         (b"not json", (None, 0, DEFAULT_OUTPUT_TOKENS)),
+        (b'{"model":"gpt-5","max_tokens":' + b"9" * 5000 + b"}", ("gpt-5", 1, 10**18)),
+        (_body(model="gpt-5", max_tokens=10**18 - 1), ("gpt-5", 1, 10**18 - 1)),
     ],
 )  # fmt: skip
 def test_a_request_is_read_without_parsing_it(body, expected):

@@ -119,6 +119,9 @@ _KEYS: Final = re.compile(
 )
 """A ``"model"`` key with a string value (group 1) or an output limit key with a number
 (group 2); the literal prefix ``"m`` common to every key keeps the search fast."""
+_LIMIT_DIGITS: Final = 18
+_UNLIMITED_OUTPUT: Final = 10**18
+"""The output limit of a request whose limit has more than :data:`_LIMIT_DIGITS` digits."""
 _MODEL_IN_PATH: Final = re.compile(r"(/models?/)([^/:]+)")
 
 
@@ -468,8 +471,10 @@ def _scan(content: bytes) -> tuple[str | None, int, int]:
         if text:
             models += 1
             model = text
-        elif number and int(number) > limit:
-            limit = int(number)
+        elif number:
+            # more digits than any real limit (or than int() takes) is as good as unlimited
+            value = int(number) if len(number) <= _LIMIT_DIGITS else _UNLIMITED_OUTPUT
+            limit = max(limit, value)
     return (
         (model.decode() if models == 1 else None),
         models,
