@@ -3,11 +3,16 @@
 Hooking ``send`` (not the transport) covers clients built on any transport, and gives the
 meter the request before it leaves. Each class is patched at most once, also when
 ``httpx2.alias_httpx()`` makes ``httpx`` and ``httpx2`` the same module.
+
+Metering never breaks the application's call: should it fail unexpectedly, the error is
+logged and the call goes on as it would unmetered; before the call, with enforcement on and
+``P402_FAIL_MODE=closed``, the error is raised instead, so the call does not leave undecided.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +26,33 @@ __all__ = ["CLIENT_MODULES", "patch_clients", "unpatch_clients"]
 
 CLIENT_MODULES = ("httpx", "httpx2")
 
+_logger = logging.getLogger(__name__)
+_logged: set[tuple[str, str]] = set()
+
+
+def _metering_failed(meter: Meter, error: Exception, stage: str) -> None:
+    """Log a failure of metering itself (with its traceback the first time for each kind and
+    stage); before the call, raise it when enforcement must fail closed."""
+    if stage == "before" and meter.enforcer is not None and meter.enforcer.fail_closed:
+        raise error
+    kind = (type(error).__qualname__, stage)
+    first = kind not in _logged
+    _logged.add(kind)
+    _logger.log(
+        logging.ERROR if first else logging.DEBUG,
+        "P402 could not meter an LLM call (%s it was sent); the call goes on unmetered",
+        stage,
+        exc_info=first,
+    )
+
 
 def _sync_send(meter: Meter) -> Callable[..., Any]:
     def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        exchange = meter.begin(args[0] if args else kwargs["request"])
+        try:
+            exchange = meter.begin(args[0] if args else kwargs["request"])
+        except Exception as error:
+            _metering_failed(meter, error, "before")
+            exchange = None
         if exchange is None:
             return wrapped(*args, **kwargs)
         if exchange.refusal is not None:
@@ -34,10 +62,13 @@ def _sync_send(meter: Meter) -> Callable[..., Any]:
         except BaseException as error:
             exchange.fail(error)
             raise
-        if kwargs.get("stream", False):
-            tap_response(exchange, response, is_async=False)
-        else:
-            exchange.finish_with_body(response.status_code, response.content)
+        try:
+            if kwargs.get("stream", False):
+                tap_response(exchange, response, is_async=False)
+            else:
+                exchange.finish_with_body(response.status_code, response.content)
+        except Exception as error:
+            _metering_failed(meter, error, "after")
         return response
 
     return send
@@ -45,7 +76,11 @@ def _sync_send(meter: Meter) -> Callable[..., Any]:
 
 def _async_send(meter: Meter) -> Callable[..., Any]:
     async def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
-        exchange = meter.begin(args[0] if args else kwargs["request"])
+        try:
+            exchange = meter.begin(args[0] if args else kwargs["request"])
+        except Exception as error:
+            _metering_failed(meter, error, "before")
+            exchange = None
         if exchange is None:
             return await wrapped(*args, **kwargs)
         if exchange.refusal is not None:
@@ -55,10 +90,13 @@ def _async_send(meter: Meter) -> Callable[..., Any]:
         except BaseException as error:
             exchange.fail(error)
             raise
-        if kwargs.get("stream", False):
-            tap_response(exchange, response, is_async=True)
-        else:
-            exchange.finish_with_body(response.status_code, response.content)
+        try:
+            if kwargs.get("stream", False):
+                tap_response(exchange, response, is_async=True)
+            else:
+                exchange.finish_with_body(response.status_code, response.content)
+        except Exception as error:
+            _metering_failed(meter, error, "after")
         return response
 
     return send
