@@ -87,7 +87,13 @@ def _value(value: AnyValue) -> Any:
 
 
 def _attributes(key_values: Any) -> dict[str, Any]:
-    return {item.key: _value(item.value) for item in key_values}
+    result: dict[str, Any] = {}
+    for item in key_values:
+        value = item.value
+        # most attributes are strings: a non-empty one is read without asking for the kind
+        text = value.string_value
+        result[item.key] = text if text else _value(value)
+    return result
 
 
 def spans(request: ExportTraceServiceRequest) -> Iterator[PlainSpan]:
