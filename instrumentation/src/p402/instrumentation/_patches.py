@@ -19,7 +19,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.utils import unwrap
 
-from p402.instrumentation._metering import Meter
+from p402.instrumentation._metering import Exchange, Meter
 from p402.instrumentation._streams import tap_response
 
 __all__ = ["CLIENT_MODULES", "patch_clients", "unpatch_clients"]
@@ -46,6 +46,17 @@ def _metering_failed(meter: Meter, error: Exception, stage: str) -> None:
     )
 
 
+def _finish(meter: Meter, exchange: Exchange, response: Any, stream: bool, is_async: bool) -> None:
+    """Meter the response the call got: read as the application reads it, when streamed."""
+    try:
+        if stream:
+            tap_response(exchange, response, is_async=is_async)
+        else:
+            exchange.finish_with_body(response.status_code, response.content)
+    except Exception as error:
+        _metering_failed(meter, error, "after")
+
+
 def _sync_send(meter: Meter) -> Callable[..., Any]:
     def send(wrapped: Callable[..., Any], instance: Any, args: Any, kwargs: Any) -> Any:
         try:
@@ -62,13 +73,7 @@ def _sync_send(meter: Meter) -> Callable[..., Any]:
         except BaseException as error:
             exchange.fail(error)
             raise
-        try:
-            if kwargs.get("stream", False):
-                tap_response(exchange, response, is_async=False)
-            else:
-                exchange.finish_with_body(response.status_code, response.content)
-        except Exception as error:
-            _metering_failed(meter, error, "after")
+        _finish(meter, exchange, response, kwargs.get("stream", False), is_async=False)
         return response
 
     return send
@@ -90,13 +95,7 @@ def _async_send(meter: Meter) -> Callable[..., Any]:
         except BaseException as error:
             exchange.fail(error)
             raise
-        try:
-            if kwargs.get("stream", False):
-                tap_response(exchange, response, is_async=True)
-            else:
-                exchange.finish_with_body(response.status_code, response.content)
-        except Exception as error:
-            _metering_failed(meter, error, "after")
+        _finish(meter, exchange, response, kwargs.get("stream", False), is_async=True)
         return response
 
     return send
