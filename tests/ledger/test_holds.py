@@ -324,3 +324,19 @@ def test_on_sqlite_an_authorisation_waits_for_the_write_lock_or_says_it_would(tm
     assert _held(engine, tenant) == 1 * USD
     engine.dispose()
     reservation_engine(engine).dispose()
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_reservation_whose_connection_the_server_closed_is_made_on_a_new_one(engine):
+    tenant = _setup(engine, {"scope": "organization", "cap_usd": "10"})
+    assert authorize(engine, tenant, _call("e1"), NOW).decision is PolicyDecision.ALLOW
+    with engine.connect() as connection:  # as a restart of the server would, for the others
+        ended = connection.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar()
+    assert ended >= 1  # the reservation's connection among them (it is not pinged before use)
+    assert authorize(engine, tenant, _call("e2"), NOW).decision is PolicyDecision.ALLOW
+    assert authorize(engine, tenant, _call("e3"), NOW).decision is PolicyDecision.ALLOW
+    assert (_held(engine, tenant), _hold_count(engine)) == (3 * USD, 3)

@@ -83,7 +83,11 @@ def connect(url: str | None = None) -> Engine:
     url = url or database_url()
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return _server_engine(url, pre_ping=True)
+
+
+def _server_engine(url: str, *, pre_ping: bool) -> Engine:
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=20)
 
 
 _reservation_engines: weakref.WeakKeyDictionary[Engine, Engine | None] = weakref.WeakKeyDictionary()
@@ -101,7 +105,13 @@ def reservation_engine(engine: Engine) -> Engine:
     reservation's path otherwise; they checkpoint too, as a safety net, once the WAL is 16
     times the usual size) and do not wait for the write lock inside SQLite
     (``busy_timeout=0``: :func:`p402.ledger.holds.authorize` waits for it, or not at all).
-    Otherwise ``engine`` itself.
+    For a PostgreSQL database, a second pool whose connections are not pinged before each
+    use (a round trip per reservation): one found closed (the server restarted, say) makes
+    :func:`p402.ledger.holds.authorize` renew the pool and try again, which is safe as an
+    event id's hold is found again rather than made twice.
+
+    Otherwise (an in-memory SQLite database) ``engine`` itself. Disposing of ``engine``
+    disposes of its reservation engine too.
     """
     found = _reservation_engines.get(engine, engine)  # known: its own engine, or None
     if found is not engine:
@@ -110,11 +120,20 @@ def reservation_engine(engine: Engine) -> Engine:
     in_file = url.database not in (None, "", ":memory:") and "mode=memory" not in str(url)
     with _reservation_lock:
         reservations = _reservation_engines.get(engine)
-        if reservations is None and url.get_backend_name() == "sqlite" and in_file:
+        if reservations is None and engine not in _reservation_engines:
             address = url.render_as_string(hide_password=False)
-            reservations = _sqlite_engine(address, reservations=True)
+            if url.get_backend_name() == "postgresql":
+                reservations = _server_engine(address, pre_ping=False)
+            elif url.get_backend_name() == "sqlite" and in_file:
+                reservations = _sqlite_engine(address, reservations=True)
+            if reservations is not None:
+                event.listen(engine, "engine_disposed", partial(_dispose, reservations))
         _reservation_engines[engine] = reservations
         return reservations or engine
+
+
+def _dispose(reservations: Engine, engine: Engine) -> None:
+    reservations.dispose()
 
 
 MIGRATIONS: Final = Path(__file__).parent / "migrations"

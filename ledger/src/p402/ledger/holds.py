@@ -10,12 +10,14 @@ bound ≤ cap``; an allowed or downgraded call leaves a hold of its bound, keyed
 id; expired holds are dropped. Given the caller's key, the same transaction checks the key is
 still live, so a key revoked or deleted by any process cannot reserve from then on.
 
-The transaction is the ledger's hot path. It runs on the driver's own connection (from the
-engine's pool) with statements compiled once per dialect, and reads everything it decides
-from (the budgets and their figures, the event's hold, the policy, tier overrides, negotiated
-rates, the key) in one statement; on PostgreSQL the lock goes in the same round trip
-(psycopg's pipeline mode), then the hold with the commit: a pool checkout and two round
-trips.
+The transaction is the ledger's hot path. It runs on the driver's own connection (one kept at
+hand by the reservation engine, :func:`p402.ledger.database.reservation_engine`) with
+statements compiled once per dialect, and reads everything it decides from (the budgets and
+their figures, the event's hold, the policy, tier overrides, negotiated rates, the key) in
+one statement; on PostgreSQL the lock goes in the same round trip (psycopg's pipeline mode),
+then the hold with the commit: two round trips, the connection not pinged before. Should the
+server have closed it, the authorisation is made again on a new connection, which cannot
+hold twice: an event id's hold is found again.
 
 Durability. A hold is committed before it is answered, so it survives a crash of the P402
 server. It is committed without waiting for the disk (SQLite ``synchronous=NORMAL`` in WAL
@@ -44,15 +46,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Final
 
+import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -60,6 +64,7 @@ from sqlalchemy import (
     Numeric,
     bindparam,
     delete,
+    event,
     exists,
     insert,
     literal_column,
@@ -84,7 +89,7 @@ from p402.instrumentation.vocabulary import (
     PolicyDecision,
     PolicyResult,
 )
-from p402.ledger.budgets import HOLDS, covering_budgets
+from p402.ledger.budgets import HOLDS, CoveringBudgets, covering_budgets
 from p402.ledger.costing import ledger_cost
 from p402.ledger.database import reservation_engine
 from p402.ledger.keys import KEY_IS_LIVE
@@ -289,20 +294,52 @@ class _Transaction:
 
 
 _KEPT_CONNECTIONS: Final = 4
-"""SQLite: how many of its reservation connections an engine keeps at hand, out of the pool."""
+"""How many of its connections a reservation engine keeps at hand, out of its pool."""
 _kept: weakref.WeakKeyDictionary[Engine, deque[PoolProxiedConnection]] = weakref.WeakKeyDictionary()
-"""SQLite: each reservation engine's connections at hand, taken and given back without the
-pool's checkout and checkin (a tenth of a reservation's time)."""
+"""Each reservation engine's connections at hand, taken and given back without the pool's
+checkout and checkin (a tenth of a reservation's time on SQLite)."""
+_kept_lock: Final = threading.Lock()
 os.register_at_fork(after_in_child=_kept.clear)  # a child opens its own
+
+
+def _kept_of(reservations: Engine) -> deque[PoolProxiedConnection]:
+    kept = _kept.get(reservations)
+    if kept is None:
+        with _kept_lock:
+            kept = _kept.get(reservations)
+            if kept is None:
+                kept = _kept[reservations] = deque()
+                event.listen(reservations, "engine_disposed", partial(_close_all, kept))
+    return kept
+
+
+def _close_all(kept: deque[PoolProxiedConnection], engine: Engine) -> None:
+    """Close the connections at hand of a disposed engine (their pool is gone)."""
+    while kept:
+        with suppress(IndexError):
+            kept.pop().invalidate()
+
+
+class _ConnectionLost(Exception):
+    """The server closed the reservation's connection (PostgreSQL)."""
+
+
+def _in_transaction(driver: Any) -> bool:
+    info = getattr(driver, "info", None)  # psycopg's
+    if info is not None:
+        return bool(info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
+    return bool(driver.in_transaction)  # sqlite3's
 
 
 @contextmanager
 def _tenant_transaction(engine: Engine, tenant_id: int, wait: bool) -> Iterator[_Transaction]:
     """A transaction no other authorisation of the tenant runs beside, committed without
     waiting for the disk (see the module docstring); it commits with
-    :meth:`_Transaction.write_and_commit` and rolls back otherwise."""
+    :meth:`_Transaction.write_and_commit` and rolls back otherwise. Raises
+    :class:`_ConnectionLost`, the reservation engine renewed, when its connection was found
+    closed."""
     reservations = reservation_engine(engine)
-    kept = None if reservations is engine else _kept.setdefault(reservations, deque())
+    kept = None if reservations is engine else _kept_of(reservations)
     try:
         pooled = kept.pop() if kept else reservations.raw_connection()
     except IndexError:  # taken by another thread meanwhile
@@ -313,10 +350,14 @@ def _tenant_transaction(engine: Engine, tenant_id: int, wait: bool) -> Iterator[
         assert driver is not None
         try:
             yield _Transaction(driver, engine.dialect, tenant_id, wait)
-        except BaseException:
+        except BaseException as error:
+            if getattr(driver, "broken", False):  # psycopg: the connection is gone
+                pooled.invalidate()
+                reservations.dispose()  # its other connections went with the server's
+                raise _ConnectionLost from error
             driver.rollback()
             raise
-        if getattr(driver, "in_transaction", False):  # SQLite's pool does not roll back
+        if _in_transaction(driver):  # not left to the pool (on SQLite it does not roll back)
             driver.rollback()
         ended = True
     finally:
@@ -467,6 +508,23 @@ def authorize(
     if key_id is not None:
         kinds.append(("key", KEY_IS_LIVE))
     read = _OneRead.of(tuple(kinds))
+    try:
+        return _authorize(engine, tenant_id, call, now_ms, key_id, wait, read, covering, params)
+    except _ConnectionLost:  # once more, on a new connection: nothing held twice by an id
+        return _authorize(engine, tenant_id, call, now_ms, key_id, wait, read, covering, params)
+
+
+def _authorize(
+    engine: Engine,
+    tenant_id: int,
+    call: CallToAuthorize,
+    now_ms: int,
+    key_id: str | None,
+    wait: bool,
+    read: _OneRead,
+    covering: CoveringBudgets,
+    params: dict[str, Any],
+) -> Authorization:
     with _tenant_transaction(engine, tenant_id, wait) as transaction:
         found = read.rows(transaction.read(read.statement, params))
         if key_id is not None and not found["key"]:
