@@ -83,11 +83,7 @@ def connect(url: str | None = None) -> Engine:
     url = url or database_url()
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return _server_engine(url, pre_ping=True)
-
-
-def _server_engine(url: str, *, pre_ping: bool) -> Engine:
-    return create_engine(url, pool_pre_ping=pre_ping, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 _reservation_engines: weakref.WeakKeyDictionary[Engine, Engine | None] = weakref.WeakKeyDictionary()
@@ -123,7 +119,8 @@ def reservation_engine(engine: Engine) -> Engine:
         if reservations is None and engine not in _reservation_engines:
             address = url.render_as_string(hide_password=False)
             if url.get_backend_name() == "postgresql":
-                reservations = _server_engine(address, pre_ping=False)
+                # reservations of one tenant run one at a time (a lock): a smaller pool
+                reservations = create_engine(address, pool_size=4, max_overflow=12)
             elif url.get_backend_name() == "sqlite" and in_file:
                 reservations = _sqlite_engine(address, reservations=True)
             if reservations is not None:
