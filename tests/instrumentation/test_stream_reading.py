@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -283,3 +284,52 @@ def test_a_stream_cut_after_its_first_chunk_keeps_its_model_and_id(way: str) -> 
     assert (facts.model, facts.response_id) == ("gpt-4.1-mini-2025-04-14", "chatcmpl-1")
     assert not facts.usage.measured
     assert ending.calls == [(200, False)]
+
+
+@pytest.mark.parametrize("framing", [lf, crlf])
+def test_done_in_an_event_text_and_an_event_only_the_standard_decoder_reads(
+    way: str, framing: Callable[[bytes], bytes]
+) -> None:
+    """A chunk whose text holds ``[DONE]`` is an event like the others, and a usage chunk
+    the fast decoder refuses (a byte-order mark) is read the long way, as in the reference."""
+    events = [b"data: " + chat_chunk(content="")]
+    events += [b"data: " + chat_chunk(content=f"part {i} [DONE]") for i in range(40)]
+    events.append(b"data: " + chat_chunk(content=None, finish="stop"))
+    events.append(b"data: \xef\xbb\xbf" + chat_chunk(choices=False, usage=USAGE))
+    events.append(b"data: [DONE]")
+    stream = framing(b"\n\n".join(events) + b"\n\n")
+    assert len(stream) > _streams.SCAN_BYTES
+    for cuts in ([], chunked(stream, 97)):
+        facts, finished, forwarded, _ = read(stream, CHAT, cuts)
+        assert (facts, finished) == reference(stream, CHAT)
+        assert (facts.finish_reasons, facts.usage.input_tokens, finished) == (("stop",), 25, True)
+        assert forwarded == stream
+
+
+class _Name(str):
+    """A string of another type than ``str`` (what the type checks fast paths skip)."""
+
+
+def test_chat_chunks_are_read_whatever_the_types_of_their_values() -> None:
+    stream_accumulator = accumulator(CHAT)
+    stream_accumulator.on_event(
+        None,
+        {
+            "model": _Name("gpt-4.1-mini"),
+            "id": "",
+            "choices": [
+                {"index": 1, "finish_reason": "length"},
+                {"index": Decimal("0"), "finish_reason": _Name("stop")},
+                "not a choice",
+                {"index": 2, "finish_reason": ""},
+                {"index": True, "finish_reason": None},
+            ],
+        },
+    )
+    stream_accumulator.on_event(
+        None, {"model": "", "id": "chatcmpl-2", "choices": None, "usage": USAGE}
+    )
+    facts = stream_accumulator.facts()
+    assert (facts.model, facts.response_id) == ("gpt-4.1-mini", "chatcmpl-2")
+    assert facts.finish_reasons == ("stop", "length")  # by choice index
+    assert (facts.usage.input_tokens, facts.usage.cache_write_tokens) == (25, 0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
+from operator import getitem
 from typing import Any, Final
 
 from p402.instrumentation.vocabulary import (
@@ -128,23 +129,30 @@ class _Fields(dict[Any, bytes]):
 class _FreshFields(_Fields):
     """For values that are new with (nearly) every event: encoded, never kept."""
 
-    __slots__ = ("key_field",)
+    __slots__ = ("heads", "key_field")
 
     def __init__(self, key: str) -> None:
         super().__init__(key)
         self.key_field = length_delimited(b"\x0a", key.encode())
+        self.heads: dict[int, bytes] = {}
+        """By the size of an encoded string value, all of its field but the value: kept for
+        the sizes whose lengths all fit one byte (ids of one kind have one size)."""
 
     def __missing__(self, value: Any) -> bytes:
         if type(value) is str:
             encoded = value.encode()
+            head = self.heads.get(len(encoded))
+            if head is not None:
+                return head + encoded
             size = len(encoded)
-            key_field = self.key_field
-            outer = size + 4 + len(key_field)
+            outer = size + 4 + len(self.key_field)
             if outer < 128:  # every length fits one byte: the usual id
-                return b"".join(
-                    (b"\x4a", _SMALL[outer], key_field, b"\x12", _SMALL[size + 2], b"\x0a",
-                     _SMALL[size], encoded)
+                head = b"".join(
+                    (b"\x4a", _SMALL[outer], self.key_field, b"\x12", _SMALL[size + 2], b"\x0a",
+                     _SMALL[size])
                 )  # fmt: skip
+                self.heads[size] = head
+                return head + encoded
         return _key_value(_SPAN_ATTRIBUTE_TAG, self.key, value)
 
 
@@ -159,6 +167,7 @@ class _FieldsByKey(dict[str, _Fields]):
 
 
 _fields_by_key = _FieldsByKey({key: _FreshFields(key) for key in _UNCACHED_KEYS})
+_fields_of: Final = _fields_by_key.__getitem__
 _MAX_BLOCKS: Final = 1024
 _common_blocks: dict[tuple[tuple[str, Any], ...], bytes] = {}
 
@@ -166,7 +175,8 @@ _common_blocks: dict[tuple[tuple[str, Any], ...], bytes] = {}
 def _span_attributes(attributes: Mapping[str, Any]) -> list[bytes]:
     """The span's ``attributes`` fields (9), from the caches where they repeat."""
     try:
-        return [_fields_by_key[key][value] for key, value in attributes.items()]
+        # ``_fields_by_key[key][value]`` for each item, with no Python step per item.
+        return list(map(getitem, map(_fields_of, attributes), attributes.values()))
     except TypeError:  # an unhashable value (a list)
         return [_key_value(_SPAN_ATTRIBUTE_TAG, key, value) for key, value in attributes.items()]
 
@@ -191,7 +201,6 @@ _name_fields: dict[str, bytes] = {}
 
 
 def encode_span(
-    *,
     trace_id: bytes,
     span_id: bytes,
     parent_span_id: bytes | None,
@@ -211,9 +220,14 @@ def encode_span(
             _name_fields.clear()
         _name_fields[name] = name_field
     parts = _span_attributes(attributes)
+    # length_delimited inlined for the ids (8 and 16 bytes: one length byte).
     parts[:0] = (
-        length_delimited(b"\x0a", trace_id),  # trace_id (1)
-        length_delimited(b"\x12", span_id),  # span_id (2)
+        b"\x0a" + _SMALL[len(trace_id)] + trace_id  # trace_id (1)
+        if len(trace_id) < 128
+        else length_delimited(b"\x0a", trace_id),
+        b"\x12" + _SMALL[len(span_id)] + span_id  # span_id (2)
+        if len(span_id) < 128
+        else length_delimited(b"\x12", span_id),
         length_delimited(b"\x22", parent_span_id) if parent_span_id else b"",  # (4)
         name_field,
         _KIND_FIELD,

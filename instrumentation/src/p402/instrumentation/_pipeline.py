@@ -140,16 +140,16 @@ class OtlpSink:
             trace_id, parent_span_id = (getrandbits(128) or 1).to_bytes(16, "big"), None
         else:
             trace_id, parent_span_id = ids
-        span = encode_span(
-            trace_id=trace_id,
-            span_id=(getrandbits(64) or 1).to_bytes(8, "big"),
-            parent_span_id=parent_span_id,
-            name=name,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            common=common,
-            attributes=specific,
-            error=error,
+        span = encode_span(  # by position: once per event
+            trace_id,
+            (getrandbits(64) or 1).to_bytes(8, "big"),
+            parent_span_id,
+            name,
+            start_ns,
+            end_ns,
+            common,
+            specific,
+            error,
         )
         with self._lock:
             if not self._batch:

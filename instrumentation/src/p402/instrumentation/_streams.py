@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache, partial
 from typing import Any, Final, Protocol
 
+from p402.instrumentation._json import decode_json
 from p402.instrumentation._metering import Exchange, header_names, header_value, load_json
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.formats import StreamAccumulator
@@ -154,7 +155,11 @@ class SseReader(_StreamReader):
         accumulator: StreamAccumulator,
         hide: Callable[[Any], bool] | None = None,
     ) -> None:
-        super().__init__(exchange, status_code, accumulator)
+        # _StreamReader.__init__, inlined: one reader per stream.
+        self._exchange = exchange
+        self._status = status_code
+        self._accumulator = accumulator
+        self._skipped: tuple[str | None, bytes] | None = None
         self._hide = hide
         self._buffer = b""
         self._separator: bytes | None = None
@@ -186,6 +191,8 @@ class SseReader(_StreamReader):
             forwarded = b"".join(kept)
         else:
             forwarded = buffer[:read_to]
+        if len(self._buffer) <= MAX_EVENT_BYTES:  # :meth:`_release_oversized`, inlined
+            return forwarded
         return forwarded + self._release_oversized()
 
     def _read_each(self, buffer: bytes, end: int, separator: bytes) -> list[tuple[int, int]]:
@@ -227,11 +234,19 @@ class SseReader(_StreamReader):
         step = len(separator)
         hidden: list[tuple[int, int]] = []
         position = 0
+        name: str | None
+        payload: bytes | None
         # Event by event while the accumulator wants to see each.
         while (signal := accumulator.signal) is None:
             stop = buffer.find(separator, position, end)
             stop = end if stop == -1 else stop
-            if not self._read(*_event_fields(buffer[position:stop])):
+            raw = buffer[position:stop]
+            # With one kind of line ending, an event without "\n" is one line.
+            if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
+                name, payload = None, raw[6:]
+            else:
+                name, payload = _event_fields(raw)
+            if not self._read(name, payload):
                 hidden.append((position, stop + step))
             if stop == end:
                 return hidden
@@ -253,16 +268,16 @@ class SseReader(_StreamReader):
             stop = buffer.find(separator, start, end)
             stop = end if stop == -1 else stop
             raw = buffer[start:stop]
-            if start in marked and raw.startswith(b"data: ") and raw.find(b"\n") == -1:
-                shown = self._take(None, raw[6:])  # the mark is in its data: it is wanted
+            if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
+                # One data line: a marked event has its mark there, so it is wanted.
+                read = self._take if start in marked else self._read
+                shown = read(None, raw[6:])
             else:
                 shown = self._read(*_event_fields(raw))
             if not shown:
                 hidden.append((start, stop + step))
         # Of the others, only the last event with data matters: it is the latest skipped.
         stop = end
-        name: str | None
-        payload: bytes | None
         while True:
             before = rfind(separator, position, stop)
             start = position if before == -1 else before + step
@@ -271,7 +286,7 @@ class SseReader(_StreamReader):
                 name, payload = None, raw[6:]
             else:
                 name, payload = _event_fields(raw)
-            if payload is not None and not _is_done(payload):
+            if payload is not None and payload.strip() != b"[DONE]":  # not _is_done(payload)
                 if start not in marked and start not in done:
                     self._skipped = (name, payload)
                 return hidden
@@ -301,7 +316,7 @@ class SseReader(_StreamReader):
 
     def close(self, *, complete: bool) -> bytes:
         rest, self._buffer = self._buffer, b""
-        if rest.strip() and complete and not self._read(*_event_fields(rest)):
+        if rest and rest.strip() and complete and not self._read(*_event_fields(rest)):
             rest = b""
         self._finish(complete)
         return rest
@@ -321,7 +336,10 @@ class SseReader(_StreamReader):
     def _take(self, name: str | None, payload: bytes) -> bool:
         """Read an event the accumulator wants."""
         self._skipped = None
-        parsed = load_json(payload)
+        try:  # load_json, inlined for the usual event
+            parsed = decode_json(payload)
+        except ValueError:
+            parsed = load_json(payload)
         if not isinstance(parsed, dict):
             return True
         self._accumulator.on_event(name, parsed)
@@ -392,7 +410,7 @@ def body_reader_for(exchange: Exchange, status: int, content_type: str) -> BodyR
     if status >= 400:
         return JsonBodyReader(exchange, status)
     accumulator = exchange.format.stream_accumulator(
-        exchange.endpoint, collect_text=exchange.captures_content
+        exchange.endpoint, collect_text=exchange.meter.captures_content
     )
     if _is_sse(status, content_type):
         return SseReader(exchange, status, accumulator, exchange.hide_event)
@@ -425,7 +443,7 @@ class _Tap:
     )
 
     def __init__(
-        self, exchange: Exchange, status: int, content_type: str, decoder: Any, *, rewrite: bool
+        self, exchange: Exchange, status: int, content_type: str, decoder: Any, rewrite: bool
     ) -> None:
         self._exchange = exchange
         self._status = status
@@ -485,8 +503,8 @@ class _Tap:
                 data = b"".join(
                     piece if isinstance(piece, bytes) else b"".join(piece) for piece in decoded
                 )
-            if data:
-                self._reader.feed(data)
+            if data:  # (a reader is never false: the property only when none is made yet)
+                (self._reader_made or self._reader).feed(data)
         except Exception:
             _log.exception("P402 could not read a response stream; its usage is missing")
             self.done = True
@@ -495,14 +513,14 @@ class _Tap:
     def _close(self, complete: bool) -> bytes:
         forwarded: list[bytes] = []
         try:
-            if complete:
+            if complete and self._decoder is not _IDENTITY:  # which holds nothing back
                 flushed = self._decoder.flush()
                 pieces = [flushed] if isinstance(flushed, bytes) else list(flushed)
                 forwarded = [self._reader.feed(piece) for piece in pieces if piece]
         except Exception:
             _log.exception("P402 could not finish reading a response stream")
             complete = False
-        forwarded.append(self._reader.close(complete=complete))
+        forwarded.append((self._reader_made or self._reader).close(complete=complete))
         return b"".join(forwarded)
 
     def _finish_later(self, pieces: list[bytes], complete: bool) -> None:
@@ -647,6 +665,6 @@ def tap_response(exchange: Exchange, response: Any, *, is_async: bool) -> None:
     rewrite = exchange.hide_event is not None and _is_sse(status, content_type)
     if rewrite and content_encoding is not None:
         del headers["content-encoding"]
-    tap = _Tap(exchange, status, content_type, decoder, rewrite=rewrite)
+    tap = _Tap(exchange, status, content_type, decoder, rewrite)  # a class: by position
     response_type: type = type(response)
     response.stream = _wrapper_class(response_type, is_async)(response.stream, tap)

@@ -157,6 +157,8 @@ def as_int(value: Any) -> int | None:
     """A token count, or ``None`` when absent or not a whole number."""
     if type(value) is int:  # the usual case, first (bool is an int subclass, never a count)
         return value
+    if value is None:  # the next most usual: absent
+        return None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):

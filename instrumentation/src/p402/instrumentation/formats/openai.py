@@ -81,14 +81,16 @@ def _usage(endpoint: Endpoint, usage: JsonObject) -> TokenUsage:
     cache_write = input_details.get("cache_write_tokens")
     reasoning = output_details.get("reasoning_tokens")
     measured = input_tokens is not None
+    # By position (input, output, cache read, cache write, reasoning): a class called with
+    # keywords gets them as a dict first.
     return TokenUsage(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=(cache_read if type(cache_read) is int else as_int(cache_read))
+        input_tokens,
+        output_tokens,
+        (cache_read if type(cache_read) is int else as_int(cache_read))
         or (0 if measured else None),
-        cache_write_tokens=(cache_write if type(cache_write) is int else as_int(cache_write))
+        (cache_write if type(cache_write) is int else as_int(cache_write))
         or (0 if measured else None),
-        reasoning_tokens=(reasoning if type(reasoning) is int else as_int(reasoning))
+        (reasoning if type(reasoning) is int else as_int(reasoning))
         or (0 if output_tokens is not None else None),
     )
 
@@ -162,12 +164,21 @@ class _ChatStream:
         return _CHAT_SIGNAL if self._started and not self._collect else None
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
-        self._model = as_str(data.get("model")) or self._model
-        self._id = as_str(data.get("id")) or self._id
-        for choice in as_list(data.get("choices")):
-            choice = as_object(choice)
-            index = as_int(choice.get("index")) or 0
-            if reason := as_str(choice.get("finish_reason")):
+        # The as_* readers inline for the usual types (a hot path: once per event read).
+        model = data.get("model")
+        if (type(model) is str and model) or (model := as_str(model)):
+            self._model = model
+        response_id = data.get("id")
+        if (type(response_id) is str and response_id) or (response_id := as_str(response_id)):
+            self._id = response_id
+        choices = data.get("choices")
+        for choice in choices if type(choices) is list else as_list(choices):
+            if type(choice) is not dict:
+                choice = as_object(choice)
+            index = choice.get("index")
+            index = (index if type(index) is int else as_int(index)) or 0
+            reason = choice.get("finish_reason")
+            if (type(reason) is str and reason) or (reason := as_str(reason)):
                 self._finish[index] = reason
             if self._collect:
                 delta = as_object(choice.get("delta"))
@@ -183,12 +194,15 @@ class _ChatStream:
             if first is not None:
                 self._model = self._model or as_str(first.get("model"))
                 self._id = self._id or as_str(first.get("id"))
-        return ResponseFacts(
-            model=self._model,
-            response_id=self._id,
-            finish_reasons=tuple(self._finish[i] for i in sorted(self._finish)),
-            usage=_usage(CHAT_COMPLETIONS, self._usage) if self._usage else TokenUsage(),
-            provider_cost=_provider_cost(self._usage),
+        finish = self._finish
+        return ResponseFacts(  # model, response id, finish reasons, usage, provider cost
+            self._model,
+            self._id,
+            tuple(finish.values())
+            if len(finish) < 2
+            else tuple([finish[i] for i in sorted(finish)]),
+            _usage(CHAT_COMPLETIONS, self._usage) if self._usage else TokenUsage(),
+            _provider_cost(self._usage),
         )
 
     def output_messages(self) -> list[Message]:
@@ -255,10 +269,10 @@ class OpenAIFormat:
         if limit is None:
             limit = body.get("max_completion_tokens", body.get("max_tokens"))
         model = body.get("model")
-        return RequestFacts(
-            model=model if type(model) is str and model else as_str(model),
-            stream=body.get("stream") is True,
-            max_tokens=limit if type(limit) is int else as_int(limit),
+        return RequestFacts(  # model, stream, max tokens
+            model if type(model) is str and model else as_str(model),
+            body.get("stream") is True,
+            limit if type(limit) is int else as_int(limit),
         )
 
     def response_facts(self, endpoint: Endpoint, body: JsonObject) -> ResponseFacts:
@@ -273,14 +287,12 @@ class OpenAIFormat:
             usage = as_object(usage)
         model = body.get("model")
         response_id = body.get("id")
-        return ResponseFacts(
-            model=model if type(model) is str and model else as_str(model),
-            response_id=response_id
-            if type(response_id) is str and response_id
-            else as_str(response_id),
-            finish_reasons=finish_reasons,
-            usage=_usage(endpoint, usage) if usage else TokenUsage(),
-            provider_cost=_provider_cost(usage),
+        return ResponseFacts(  # model, response id, finish reasons, usage, provider cost
+            model if type(model) is str and model else as_str(model),
+            response_id if type(response_id) is str and response_id else as_str(response_id),
+            finish_reasons,
+            _usage(endpoint, usage) if usage else TokenUsage(),
+            _provider_cost(usage),
         )
 
     def stream_accumulator(self, endpoint: Endpoint, *, collect_text: bool) -> StreamAccumulator:
