@@ -474,7 +474,8 @@ def _scan(content: bytes) -> tuple[str | None, int, int]:
         elif number:
             # more digits than any real limit (or than int() takes) is as good as unlimited
             value = int(number) if len(number) <= _LIMIT_DIGITS else _UNLIMITED_OUTPUT
-            limit = max(limit, value)
+            if value > limit:
+                limit = value
     return (
         (model.decode() if models == 1 else None),
         models,
