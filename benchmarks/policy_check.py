@@ -3,9 +3,10 @@
     uv run python benchmarks/policy_check.py            # about a minute on 2 cores
     uv run python benchmarks/policy_check.py --help     # calls, rounds, database
 
-What is measured. A real P402 server runs in a subprocess (a temporary SQLite ledger, or
-``--database-url``) with a department policy (legal: at most ``gpt-5``) and two budgets
-(department legal, project phoenix). In this process the instrumentation's own ``Meter`` —
+What is measured. A real P402 server runs in a subprocess (a temporary SQLite ledger, or a
+throwaway database on the PostgreSQL server of ``--database-url``, dropped at the end) with a
+department policy (legal: at most ``gpt-5``) and two budgets (department legal, project
+phoenix). In this process the instrumentation's own ``Meter`` —
 the step the ``httpx`` / ``httpx2`` ``send`` hook runs before a request leaves — opens an
 exchange for an OpenAI chat request (a ~1.5 kB body, as the openai SDK builds it), timed with
 ``time.perf_counter_ns()`` per call:
@@ -54,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +83,8 @@ def _serve(role: str, database_url: str | None) -> None:
             sys.stdin.readline()
         return
 
+    from _ledgers import throwaway_postgres
+
     from p402.api import create_app
     from p402.api.server import BackgroundServer
     from p402.ledger.budgets import BudgetSpec, put_budgets
@@ -90,8 +93,13 @@ def _serve(role: str, database_url: str | None) -> None:
     from p402.ledger.keys import Role, create_key
     from p402.ledger.policies import PolicySpec, put_policies
 
-    with tempfile.TemporaryDirectory(prefix="p402-bench-") as directory:
-        engine = connect(database_url or f"sqlite:///{directory}/p402.db")
+    with ExitStack() as stack:
+        if database_url:  # a database of its own on that server, dropped at the end
+            engine = stack.enter_context(throwaway_postgres(database_url, "p402_policy_bench_"))
+        else:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="p402-bench-"))
+            engine = connect(f"sqlite:///{directory}/p402.db")
+            stack.callback(engine.dispose)
         app = create_app(engine, scheduler=False)  # prepares the schema
         identity, ingest_key = create_key(engine, tenant="bench", role=Role.INGEST)
         budgets = [
@@ -113,7 +121,6 @@ def _serve(role: str, database_url: str | None) -> None:
         with BackgroundServer(app) as server:
             print(json.dumps({"url": server.url, "ingest_key": ingest_key}), flush=True)
             sys.stdin.readline()
-        engine.dispose()
 
 
 @contextmanager
@@ -346,7 +353,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of interleaved blocks")
     parser.add_argument("--strict-calls", type=int, default=1000, help="strict round trips")
     parser.add_argument("--sdk-calls", type=int, default=200, help="SDK calls per block")
-    parser.add_argument("--database-url", help="the server's ledger (default: temporary SQLite)")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (URL of a database to connect to) on which to make a "
+        "throwaway ledger (default: temporary SQLite)",
+    )
     parser.add_argument("--serve", choices=["standin", "server"], help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.serve:
