@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
-__all__ = ["decode_json", "load_json"]
+__all__ = ["load_json"]
 
 _STANDARD: Final = json.JSONDecoder(parse_float=Decimal)
 
@@ -28,12 +28,6 @@ except ImportError:  # pragma: no cover - msgspec is optional
     _decode = _standard_decode
 else:
     _decode = Decoder(float_hook=Decimal).decode
-
-
-decode_json: Final[Callable[[bytes], Any]] = _decode
-"""Any JSON value from ``data``, by the fastest decoder here, with no step of its own (for the
-hottest paths); raises ``ValueError`` for what it refuses, which :func:`load_json` then reads
-the long way."""
 
 
 def load_json(data: bytes) -> Mapping[str, Any] | None:

@@ -471,8 +471,7 @@ class Exchange:
                 attributes[GEN_AI_RESPONSE_ID] = facts.response_id
             if facts.finish_reasons:
                 attributes[GEN_AI_RESPONSE_FINISH_REASONS] = facts.finish_reasons
-        measured = usage.input_tokens is not None or usage.output_tokens is not None
-        if not measured and evidence is not UsageEvidence.STREAM_INCOMPLETE:  # usage.measured
+        if not usage.measured and evidence is not UsageEvidence.STREAM_INCOMPLETE:
             evidence = UsageEvidence.MISSING
         attributes[P402_USAGE_EVIDENCE] = _VALUES[evidence]
         if usage.input_tokens is not None:

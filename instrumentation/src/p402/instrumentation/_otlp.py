@@ -220,14 +220,9 @@ def encode_span(
             _name_fields.clear()
         _name_fields[name] = name_field
     parts = _span_attributes(attributes)
-    # length_delimited inlined for the ids (8 and 16 bytes: one length byte).
     parts[:0] = (
-        b"\x0a" + _SMALL[len(trace_id)] + trace_id  # trace_id (1)
-        if len(trace_id) < 128
-        else length_delimited(b"\x0a", trace_id),
-        b"\x12" + _SMALL[len(span_id)] + span_id  # span_id (2)
-        if len(span_id) < 128
-        else length_delimited(b"\x12", span_id),
+        length_delimited(b"\x0a", trace_id),  # trace_id (1)
+        length_delimited(b"\x12", span_id),  # span_id (2)
         length_delimited(b"\x22", parent_span_id) if parent_span_id else b"",  # (4)
         name_field,
         _KIND_FIELD,

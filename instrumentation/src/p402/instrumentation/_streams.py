@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache, partial
 from typing import Any, Final, Protocol
 
-from p402.instrumentation._json import decode_json
 from p402.instrumentation._metering import Exchange, header_names, header_value, load_json
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.formats import StreamAccumulator
@@ -138,6 +137,14 @@ def _is_done(payload: bytes) -> bool:
     return payload.strip() == b"[DONE]"
 
 
+def _fields_of_one_ending(raw: bytes) -> tuple[str | None, bytes | None]:
+    """:func:`_event_fields` of an event of a stream with one kind of line ending, where an
+    event without ``"\n"`` is one line: a single ``data:`` line is read at once."""
+    if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
+        return None, raw[6:]
+    return _event_fields(raw)
+
+
 class SseReader(_StreamReader):
     """Server-sent events, parsed incrementally; ``hide`` drops events from the app's view.
 
@@ -155,11 +162,7 @@ class SseReader(_StreamReader):
         accumulator: StreamAccumulator,
         hide: Callable[[Any], bool] | None = None,
     ) -> None:
-        # _StreamReader.__init__, inlined: one reader per stream.
-        self._exchange = exchange
-        self._status = status_code
-        self._accumulator = accumulator
-        self._skipped: tuple[str | None, bytes] | None = None
+        super().__init__(exchange, status_code, accumulator)
         self._hide = hide
         self._buffer = b""
         self._separator: bytes | None = None
@@ -234,19 +237,11 @@ class SseReader(_StreamReader):
         step = len(separator)
         hidden: list[tuple[int, int]] = []
         position = 0
-        name: str | None
-        payload: bytes | None
         # Event by event while the accumulator wants to see each.
         while (signal := accumulator.signal) is None:
             stop = buffer.find(separator, position, end)
             stop = end if stop == -1 else stop
-            raw = buffer[position:stop]
-            # With one kind of line ending, an event without "\n" is one line.
-            if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
-                name, payload = None, raw[6:]
-            else:
-                name, payload = _event_fields(raw)
-            if not self._read(name, payload):
+            if not self._read(*_fields_of_one_ending(buffer[position:stop])):
                 hidden.append((position, stop + step))
             if stop == end:
                 return hidden
@@ -281,12 +276,8 @@ class SseReader(_StreamReader):
         while True:
             before = rfind(separator, position, stop)
             start = position if before == -1 else before + step
-            raw = buffer[start:stop]
-            if raw.startswith(b"data: ") and raw.find(b"\n") == -1:
-                name, payload = None, raw[6:]
-            else:
-                name, payload = _event_fields(raw)
-            if payload is not None and payload.strip() != b"[DONE]":  # not _is_done(payload)
+            name, payload = _fields_of_one_ending(buffer[start:stop])
+            if payload is not None and not _is_done(payload):
                 if start not in marked and start not in done:
                     self._skipped = (name, payload)
                 return hidden
@@ -336,10 +327,7 @@ class SseReader(_StreamReader):
     def _take(self, name: str | None, payload: bytes) -> bool:
         """Read an event the accumulator wants."""
         self._skipped = None
-        try:  # load_json, inlined for the usual event
-            parsed = decode_json(payload)
-        except ValueError:
-            parsed = load_json(payload)
+        parsed = load_json(payload)
         if not isinstance(parsed, dict):
             return True
         self._accumulator.on_event(name, parsed)

@@ -164,21 +164,12 @@ class _ChatStream:
         return _CHAT_SIGNAL if self._started and not self._collect else None
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
-        # The as_* readers inline for the usual types (a hot path: once per event read).
-        model = data.get("model")
-        if (type(model) is str and model) or (model := as_str(model)):
-            self._model = model
-        response_id = data.get("id")
-        if (type(response_id) is str and response_id) or (response_id := as_str(response_id)):
-            self._id = response_id
-        choices = data.get("choices")
-        for choice in choices if type(choices) is list else as_list(choices):
-            if type(choice) is not dict:
-                choice = as_object(choice)
-            index = choice.get("index")
-            index = (index if type(index) is int else as_int(index)) or 0
-            reason = choice.get("finish_reason")
-            if (type(reason) is str and reason) or (reason := as_str(reason)):
+        self._model = as_str(data.get("model")) or self._model
+        self._id = as_str(data.get("id")) or self._id
+        for choice in as_list(data.get("choices")):
+            choice = as_object(choice)
+            index = as_int(choice.get("index")) or 0
+            if reason := as_str(choice.get("finish_reason")):
                 self._finish[index] = reason
             if self._collect:
                 delta = as_object(choice.get("delta"))
@@ -194,13 +185,10 @@ class _ChatStream:
             if first is not None:
                 self._model = self._model or as_str(first.get("model"))
                 self._id = self._id or as_str(first.get("id"))
-        finish = self._finish
         return ResponseFacts(  # model, response id, finish reasons, usage, provider cost
             self._model,
             self._id,
-            tuple(finish.values())
-            if len(finish) < 2
-            else tuple([finish[i] for i in sorted(finish)]),
+            tuple(self._finish[i] for i in sorted(self._finish)),
             _usage(CHAT_COMPLETIONS, self._usage) if self._usage else TokenUsage(),
             _provider_cost(self._usage),
         )
