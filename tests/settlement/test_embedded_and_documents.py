@@ -153,3 +153,14 @@ def test_the_longest_receipt_still_fits_on_one_page(engine, acme):
     text = document.pages[0].extract_text()
     assert "p402 verify bundle.json" in text  # the last line is on the page
     assert re.search(r"employee-\d+-with-a-long-name and \d+ more", text)
+
+
+def test_names_beyond_the_standard_fonts_lose_only_what_they_cannot_show(engine, acme):
+    receipt = _busy_receipt(engine, acme)
+    body = receipt["receipt"]
+    body["tenant"] = "Łódź Café — “Zoë\u2019s” €"
+    body["session"] = "Dvořák Nguyễn 山田"
+    document = pypdf.PdfReader(io.BytesIO(receipt_pdf(receipt)))
+    text = document.pages[0].extract_text()
+    assert "?ódz Café — “Zoë\u2019s” €" in text  # Windows-1252 as is; Ł has no plain letter
+    assert "Dvorák Nguyen ??" in text  # marks dropped where Unicode decomposes the letter

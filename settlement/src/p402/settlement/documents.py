@@ -2,14 +2,17 @@
 
 Both render the receipt as the API shows it (:func:`p402.settlement.receipts.receipt_json`):
 the sealed body, its hash and, when anchored, the anchor. The PDF uses the standard PDF
-fonts, which cover Latin-1: other characters are shown as ``?`` (the JSON receipt keeps
-them exactly).
+fonts, which cover Windows-1252 (Western European letters, the euro sign, dashes and curly
+quotes); other letters are shown without their accents where Unicode decomposes them
+(``Dvořák`` as ``Dvorák``, ``Nguyễn`` as ``Nguyen``), anything else as ``?``. The JSON and CSV
+receipts keep every character exactly.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -46,6 +49,40 @@ CSV_COLUMNS: Final = (
     "tx_hash",
     "block_number",
 )
+
+
+_PDF_ENCODING: Final = "windows-1252"
+"""What the standard PDF fonts can show (fpdf2's ``core_fonts_encoding``)."""
+
+
+def _printable_char(char: str) -> str:
+    """``char`` as the standard fonts can show it: itself, its letters without their accents
+    or other marks (compatibility decomposition), or ``?``."""
+    try:
+        char.encode(_PDF_ENCODING)
+    except UnicodeEncodeError:
+        pass
+    else:
+        return char
+    kept = []
+    for part in unicodedata.normalize("NFKD", char):
+        if unicodedata.combining(part):
+            continue
+        try:
+            part.encode(_PDF_ENCODING)
+        except UnicodeEncodeError:
+            return "?"
+        kept.append(part)
+    return "".join(kept) or "?"
+
+
+def _printable(text: str) -> str:
+    """``text`` as the standard PDF fonts can show it (see the module docstring)."""
+    try:
+        text.encode(_PDF_ENCODING)
+    except UnicodeEncodeError:
+        return "".join(map(_printable_char, text))
+    return text
 
 
 def _joined(values: Sequence[str], limit: int) -> str:
@@ -118,15 +155,12 @@ class _Page:
 
     def __init__(self, title: str) -> None:
         self.pdf = FPDF(orientation="portrait", unit="mm", format="A4")
+        self.pdf.core_fonts_encoding = _PDF_ENCODING
         self.pdf.set_auto_page_break(False)
         self.pdf.set_margins(16, 12, 16)
         self.pdf.set_title(title)
         self.pdf.set_creator("P402")
         self.pdf.add_page()
-
-    @staticmethod
-    def _latin1(text: str) -> str:
-        return text.encode("latin-1", "replace").decode("latin-1")
 
     def _clipped(self, text: str, width: float, max_lines: int) -> str:
         lines = self.pdf.multi_cell(
@@ -141,25 +175,25 @@ class _Page:
 
     def heading(self, title: str, subtitle: str) -> None:
         self.pdf.set_font("Helvetica", "B", 16)
-        self.pdf.cell(0, 8, self._latin1(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.cell(0, 8, _printable(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.pdf.set_font("Helvetica", "", 9)
         self.pdf.set_text_color(90, 90, 90)
-        subtitle = self._clipped(self._latin1(subtitle), self.pdf.epw, 1)
+        subtitle = self._clipped(_printable(subtitle), self.pdf.epw, 1)
         self.pdf.cell(0, 5, subtitle, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.pdf.set_text_color(0, 0, 0)
 
     def section(self, title: str) -> None:
         self.pdf.ln(1.8)
         self.pdf.set_font("Helvetica", "B", 10.5)
-        self.pdf.cell(0, 5.5, self._latin1(title), border="B", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.cell(0, 5.5, _printable(title), border="B", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         self.pdf.ln(0.8)
 
     def row(self, label: str, value: str, *, mono: bool = False, max_lines: int = 1) -> None:
         self.pdf.set_font("Helvetica", "B", 8.5)
-        self.pdf.cell(self.LABEL_WIDTH, self.LINE, self._latin1(label))
+        self.pdf.cell(self.LABEL_WIDTH, self.LINE, _printable(label))
         self.pdf.set_font("Courier" if mono else "Helvetica", "", 8 if mono else 8.5)
         width = self.pdf.epw - self.LABEL_WIDTH
-        text = self._clipped(self._latin1(value), width, max_lines)
+        text = self._clipped(_printable(value), width, max_lines)
         self.pdf.multi_cell(width, self.LINE, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
 
     def list_row(self, label: str, values: Sequence[str], *, max_lines: int = 1) -> None:
@@ -168,7 +202,7 @@ class _Page:
         width = self.pdf.epw - self.LABEL_WIDTH
         shown = _joined(values[:1], 1)
         for count in range(min(len(values), 12), 0, -1):
-            candidate = self._latin1(_joined(values, count))
+            candidate = _printable(_joined(values, count))
             lines = self.pdf.multi_cell(
                 width, self.LINE, candidate, dry_run=True, output=MethodReturnValue.LINES
             )
@@ -179,7 +213,7 @@ class _Page:
 
     def paragraph(self, text: str, *, mono: bool = False) -> None:
         self.pdf.set_font("Courier" if mono else "Helvetica", "", 8 if mono else 8.5)
-        text = self._clipped(self._latin1(text), self.pdf.epw, 4)
+        text = self._clipped(_printable(text), self.pdf.epw, 4)
         self.pdf.multi_cell(0, self.LINE, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     def bytes(self) -> bytes:
