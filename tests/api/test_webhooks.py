@@ -8,9 +8,11 @@ import hmac
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
@@ -20,7 +22,7 @@ from p402.api.scheduler import Scheduler
 from p402.ledger.alerts import Crossing, record_alert
 from p402.ledger.keys import Role, create_key
 from p402.ledger.webhook_destinations import ALLOW_PRIVATE_ENV
-from p402.ledger.webhooks import MAX_ATTEMPTS, retry_delay_ms
+from p402.ledger.webhooks import MAX_ATTEMPTS, DeliveryRun, deliver_due, retry_delay_ms
 
 SECRET = "test-secret-of-the-receiver-0123"
 
@@ -31,12 +33,14 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = list(statuses)
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each request
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.arrived.append(time.monotonic())
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -274,6 +278,44 @@ def test_each_alert_goes_to_the_tenants_own_webhooks_only(engine, api):
         assert len(acme_hook.requests) == 1
         assert globex_hook.requests == []
     assert globex_id != acme_id
+
+
+def test_a_destination_that_does_not_answer_holds_up_no_other_tenants_webhook(engine, api):
+    acme_id, acme_admin = _admin(engine)
+    globex_id, globex_admin = _admin(engine, "globex")
+    clock = Clock()
+    timeout = 1.0
+    with socket.socket() as silent, Receiver([]) as globex_hook:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections are taken, never answered
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        api.put("/v1/webhooks", json=[{"url": silent_url, "secret": SECRET}], headers=acme_admin)
+        api.put(
+            "/v1/webhooks", json=[{"url": globex_hook.url, "secret": SECRET}], headers=globex_admin
+        )
+        for threshold in ("80", "90", "95"):  # acme's three deliveries are due first
+            _fire(engine, acme_id, clock(), threshold)
+        _fire(engine, globex_id, clock())
+        started = time.monotonic()
+        with httpx.Client(timeout=timeout) as client:
+            run = deliver_due(engine, clock(), client=client)
+        elapsed = time.monotonic() - started
+        arrived = [moment - started for moment in globex_hook.arrived]
+    assert run == DeliveryRun(delivered=1, retrying=1, given_up=0)
+    assert len(arrived) == 1 and arrived[0] < timeout  # not behind acme's timeouts
+    assert elapsed < 2 * timeout  # one attempt at the silent destination, not three
+    assert _deliveries(engine) == [("pending", 1, None), ("pending", 0, None),
+                                   ("pending", 0, None), ("delivered", 1, 200)]  # fmt: skip
+    with engine.connect() as connection:
+        error = connection.execute(
+            text("SELECT last_error FROM webhook_delivery ORDER BY id LIMIT 1")
+        ).scalar_one()
+    assert error.startswith("ReadTimeout")
+
+    clock.ms += 10_000  # the next run (the port now refuses): acme's next delivery, once
+    run = deliver_due(engine, clock())
+    assert run == DeliveryRun(delivered=0, retrying=1, given_up=0)
+    assert [row[1] for row in _deliveries(engine)] == [1, 1, 0, 1]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,9 @@ A delivery is queued in the transaction that records its alert (one row per webh
 restart loses none. The scheduler posts the due ones; a delivery that fails (connection
 error, timeout, or a status other than 2xx) is tried again after 30 s, 1, 2, 4, … minutes
 (doubling, at most an hour apart), and given up after :data:`MAX_ATTEMPTS` attempts.
+Each webhook's deliveries go in order, several webhooks at a time; once one of a webhook's
+deliveries failed, its others wait for the next run, so a destination that is down or slow
+costs one attempt (at most :data:`TIMEOUT_SECONDS`) per run and holds up no other webhook.
 Deliveries reach public internet addresses only, unless the operator allows private ones
 (:mod:`p402.ledger.webhook_destinations`).
 
@@ -24,7 +27,9 @@ import hmac
 import json
 import secrets
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -68,6 +73,8 @@ MAX_RETRY_MS: Final = 3_600_000
 MAX_WEBHOOKS: Final = 20
 MIN_SECRET_LENGTH: Final = 16
 TIMEOUT_SECONDS: Final = 10.0
+PARALLEL_WEBHOOKS: Final = 8
+"""How many webhooks a run of :func:`deliver_due` posts to at the same time."""
 _BATCH: Final = 100
 
 _WEBHOOKS = Webhook.__table__  # type: ignore[attr-defined]
@@ -310,8 +317,45 @@ def _post(client: httpx.Client, row: RowMapping, now_ms: int) -> tuple[int | Non
     return response.status_code, f"HTTP {response.status_code}"
 
 
+def _deliver_lane(
+    engine: Engine, http: httpx.Client, lane: list[RowMapping], now_ms: int
+) -> DeliveryRun:
+    """Post one webhook's due deliveries in order, recording each; after one that failed, the
+    rest wait for the next run (a destination that is down costs one attempt per run)."""
+    delivered = retrying = given_up = 0
+    for row in lane:
+        status_code, error = _post(http, row, now_ms)
+        attempts = row["attempts"] + 1
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "last_attempt_ms": now_ms,
+            "last_status_code": status_code,
+            "last_error": error,
+        }
+        if error is None:
+            values.update(status="delivered", delivered_ms=now_ms)
+            delivered += 1
+        elif attempts >= MAX_ATTEMPTS:
+            values["status"] = "failed"
+            given_up += 1
+        else:
+            values["next_attempt_ms"] = now_ms + retry_delay_ms(attempts)
+            retrying += 1
+        with engine.begin() as connection:
+            connection.execute(
+                update(_DELIVERIES)
+                .where(_DELIVERIES.c.id == row["id"], _DELIVERIES.c.status == "pending")
+                .values(**values)
+            )
+        if error is not None:
+            break
+    return DeliveryRun(delivered, retrying, given_up)
+
+
 def deliver_due(engine: Engine, now_ms: int, *, client: httpx.Client | None = None) -> DeliveryRun:
-    """Post the deliveries that are due at ``now_ms`` and record how each went."""
+    """Post the deliveries that are due at ``now_ms`` and record how each went: each webhook's
+    in order, up to :data:`PARALLEL_WEBHOOKS` webhooks at a time, so that a slow or unreachable
+    destination (one tenant's) does not hold up the others'."""
     with engine.connect() as connection:
         due = (
             connection.execute(
@@ -324,37 +368,25 @@ def deliver_due(engine: Engine, now_ms: int, *, client: httpx.Client | None = No
             .mappings()
             .all()
         )
-    delivered = retrying = given_up = 0
     if not due:
         return DeliveryRun(0, 0, 0)
+    lanes: dict[int, list[RowMapping]] = {}
+    for row in due:
+        lanes.setdefault(row["webhook_id"], []).append(row)
     own_client = client is None
     http = client or destination_client(TIMEOUT_SECONDS)
     try:
-        for row in due:
-            status_code, error = _post(http, row, now_ms)
-            attempts = row["attempts"] + 1
-            values: dict[str, Any] = {
-                "attempts": attempts,
-                "last_attempt_ms": now_ms,
-                "last_status_code": status_code,
-                "last_error": error,
-            }
-            if error is None:
-                values.update(status="delivered", delivered_ms=now_ms)
-                delivered += 1
-            elif attempts >= MAX_ATTEMPTS:
-                values["status"] = "failed"
-                given_up += 1
-            else:
-                values["next_attempt_ms"] = now_ms + retry_delay_ms(attempts)
-                retrying += 1
-            with engine.begin() as connection:
-                connection.execute(
-                    update(_DELIVERIES)
-                    .where(_DELIVERIES.c.id == row["id"], _DELIVERIES.c.status == "pending")
-                    .values(**values)
-                )
+        with ThreadPoolExecutor(
+            min(PARALLEL_WEBHOOKS, len(lanes)), thread_name_prefix="p402-webhooks"
+        ) as pool:
+            runs = list(
+                pool.map(partial(_deliver_lane, engine, http, now_ms=now_ms), lanes.values())
+            )
     finally:
         if own_client:
             http.close()
-    return DeliveryRun(delivered, retrying, given_up)
+    return DeliveryRun(
+        sum(run.delivered for run in runs),
+        sum(run.retrying for run in runs),
+        sum(run.given_up for run in runs),
+    )
