@@ -92,7 +92,16 @@ class Server:
         environment = {**os.environ, "P402_DATABASE_URL": database_url}
         with log.open("wb") as output:
             self.process = subprocess.Popen(
-                [str(P402), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                [
+                    str(P402),
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--grpc-port",
+                    "0",
+                ],
                 env=environment,
                 stdout=output,
                 stderr=subprocess.STDOUT,

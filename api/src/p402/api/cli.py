@@ -37,22 +37,43 @@ def main() -> None:
     default=lambda: int(os.environ.get("P402_PORT", "4318")),
     show_default="4318 or P402_PORT",
 )
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(min=0, max=65535),
+    default=lambda: int(os.environ.get("P402_GRPC_PORT", "4317")),
+    show_default="4317 or P402_GRPC_PORT",
+    help="Port of the OTLP/gRPC receiver (0: none).",
+)
+def serve(host: str, port: int, grpc_port: int) -> None:
     """Serve the API and the OTLP receiver on the database of P402_DATABASE_URL."""
     import uvicorn
 
     from p402.api.app import create_app
+    from p402.api.otlp_grpc import OtlpGrpcServer
     from p402.ledger.database import connect, database_url
 
     url = database_url()
     _say(f"P402 serving on http://{host}:{port} (database {_redact(url)})")
-    app = create_app(connect(url))
+    engine = connect(url)
+    app = create_app(engine)
+    grpc_server = None
+    if grpc_port:
+        try:
+            grpc_server = OtlpGrpcServer(engine, host, grpc_port).start()
+        except OSError as error:
+            _say(f"OTLP/gRPC not served: {error} (choose another --grpc-port, or 0 for none)")
+        else:
+            _say(f"OTLP/gRPC receiver on {grpc_server.address}")
     # What is loaded by now lives as long as the server: kept out of the garbage collector's
     # full passes, which then take a fraction of the time (a pause on every request in
     # flight).
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop()
 
 
 @main.command("migrate")

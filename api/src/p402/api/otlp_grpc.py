@@ -1,0 +1,141 @@
+"""OTLP/gRPC trace export (``TraceService/Export``) on a port of its own, beside the HTTP API.
+
+The same receiver as ``POST /v1/traces`` (:func:`p402.receiver.ingest.ingest_traces`): the
+request's protobuf bytes are handed over undecoded, and the key comes from the call's
+metadata, as ``authorization: Bearer <key>`` or ``x-p402-api-key`` (so
+``OTEL_EXPORTER_OTLP_HEADERS`` works here too). Errors answer with the status codes the OTLP
+exporters know: no or an invalid key ``UNAUTHENTICATED``, a key without the ``ingest`` role
+``PERMISSION_DENIED``, a malformed request ``INVALID_ARGUMENT``, a request over
+:data:`~p402.receiver.ingest.MAX_BODY_BYTES` ``RESOURCE_EXHAUSTED`` (none of them retried by
+an exporter); an acknowledged export is durably stored.
+
+The port is bound exclusively (gRPC would otherwise share it, with ``SO_REUSEPORT``, with a
+collector already listening there).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Final
+
+import grpc
+from sqlalchemy import Engine
+
+from p402.api.auth import presented_key
+from p402.api.errors import problem_of
+from p402.ledger.keys import Role, resolve_key
+from p402.receiver.ingest import MAX_BODY_BYTES, PROTOBUF, ingest_traces
+
+__all__ = ["EXPORT_METHOD", "OtlpGrpcServer"]
+
+EXPORT_METHOD: Final = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+WORKERS: Final = 8
+"""Exports handled at the same time (each on a thread of its own)."""
+
+_log = logging.getLogger(__name__)
+_STATUS_OF_HTTP: Final = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+class _Refused(Exception):
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _export(engine: Engine, request: bytes, context: grpc.ServicerContext) -> bytes:
+    metadata = {name.lower(): value for name, value in context.invocation_metadata()}
+    try:
+        key = presented_key({k: v for k, v in metadata.items() if isinstance(v, str)})
+        if key is None:
+            raise _Refused(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "an API key is required (metadata authorization: Bearer KEY)",
+            )
+        identity = resolve_key(engine, key)
+        if identity is None:
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "the API key is not valid")
+        if not identity.role.allows(Role.INGEST):
+            raise _Refused(
+                grpc.StatusCode.PERMISSION_DENIED, "exporting needs a key with the ingest role"
+            )
+        result = ingest_traces(
+            engine,
+            identity.tenant_id,
+            request,
+            content_type=PROTOBUF,
+            signing_key=identity.key_hash.encode(),
+        )
+    except _Refused as refused:
+        context.abort(refused.status, str(refused))
+    except Exception as error:
+        problem = problem_of(error)
+        if problem is None:
+            _log.exception("OTLP/gRPC export failed")
+            context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        status, _, message = problem
+        context.abort(_STATUS_OF_HTTP.get(status, grpc.StatusCode.INVALID_ARGUMENT), message)
+    return result.otlp_response()
+
+
+class OtlpGrpcServer:
+    """Serves ``TraceService/Export`` for the ledger ``engine`` on ``host:port`` (``port=0``
+    picks a free one) from :meth:`start` until :meth:`stop`."""
+
+    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 4317) -> None:
+        self.host = host
+        self.port = port
+        self._server = grpc.server(
+            ThreadPoolExecutor(WORKERS, thread_name_prefix="p402-otlp-grpc"),
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_BODY_BYTES),
+            ],
+        )
+        # No (de)serializers: the protobuf bytes go to the receiver as they came.
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+            lambda request, context: _export(engine, request, context)
+        )
+        service, method = EXPORT_METHOD.rsplit("/", 1)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.lstrip("/"), {method: handler}),)
+        )
+
+    @property
+    def address(self) -> str:
+        """Where exporters send to (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> OtlpGrpcServer:
+        """Bind and serve; raises :class:`OSError` when the port cannot be bound."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        try:
+            bound = self._server.add_insecure_port(f"{host}:{self.port}")
+        except RuntimeError as error:  # grpcio raises, or answers 0, by version
+            raise OSError(f"cannot listen on {host}:{self.port}: {error}") from None
+        if not bound:
+            raise OSError(f"cannot listen on {host}:{self.port}")
+        self.port = bound
+        self._server.start()
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls; those in flight get ``grace`` seconds to finish."""
+        self._server.stop(grace).wait()
+
+    def __enter__(self) -> OtlpGrpcServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
