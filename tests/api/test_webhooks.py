@@ -97,10 +97,10 @@ def _admin(engine, tenant: str = "acme") -> tuple[int, dict[str, str]]:
     return identity.tenant_id, {"authorization": f"Bearer {key}"}
 
 
-def _fire(engine, tenant_id: int, now_ms: int, threshold: str = "80") -> dict:
+def _fire(engine, tenant_id: int, now_ms: int, threshold: str = "80", name: str = "legal") -> dict:
     crossing = Crossing(
         scope="department",
-        name="legal",
+        name=name,
         period="month",
         period_start_ms=1_798_761_600_000,
         period_end_ms=1_801_440_000_000,
@@ -316,6 +316,26 @@ def test_a_destination_that_does_not_answer_holds_up_no_other_tenants_webhook(en
     run = deliver_due(engine, clock())
     assert run == DeliveryRun(delivered=0, retrying=1, given_up=0)
     assert [row[1] for row in _deliveries(engine)] == [1, 1, 0, 1]
+
+
+def test_a_backlog_at_one_webhook_leaves_every_other_webhook_its_turn(engine, api):
+    acme_id, acme_admin = _admin(engine)
+    globex_id, globex_admin = _admin(engine, "globex")
+    clock = Clock()
+    with Receiver([500] * 1000) as failing, Receiver([]) as globex_hook:
+        api.put("/v1/webhooks", json=[{"url": failing.url, "secret": SECRET}], headers=acme_admin)
+        api.put(
+            "/v1/webhooks", json=[{"url": globex_hook.url, "secret": SECRET}], headers=globex_admin
+        )
+        for department in range(30):  # 120 deliveries due at acme's webhook, oldest first
+            for threshold in ("80", "90", "95", "100"):
+                _fire(engine, acme_id, clock(), threshold, name=f"department-{department}")
+        clock.ms += 1
+        _fire(engine, globex_id, clock())
+        run = deliver_due(engine, clock())
+        assert len(globex_hook.requests) == 1  # in the first run, behind 120 older ones
+        assert len(failing.requests) == 1
+    assert run == DeliveryRun(delivered=1, retrying=1, given_up=0)
 
 
 @pytest.mark.parametrize(

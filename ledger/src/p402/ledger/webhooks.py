@@ -4,9 +4,10 @@ A delivery is queued in the transaction that records its alert (one row per webh
 restart loses none. The scheduler posts the due ones; a delivery that fails (connection
 error, timeout, or a status other than 2xx) is tried again after 30 s, 1, 2, 4, … minutes
 (doubling, at most an hour apart), and given up after :data:`MAX_ATTEMPTS` attempts.
-Each webhook's deliveries go in order, several webhooks at a time; once one of a webhook's
-deliveries failed, its others wait for the next run, so a destination that is down or slow
-costs one attempt (at most :data:`TIMEOUT_SECONDS`) per run and holds up no other webhook.
+Each webhook's deliveries go in order, several webhooks at a time, and every webhook with
+deliveries due has its turn in a run; once one of a webhook's deliveries failed, its others
+wait for the next run, so a destination that is down or slow costs one attempt (at most
+:data:`TIMEOUT_SECONDS`) per run and holds up no other webhook.
 Deliveries reach public internet addresses only, unless the operator allows private ones
 (:mod:`p402.ledger.webhook_destinations`).
 
@@ -76,6 +77,7 @@ TIMEOUT_SECONDS: Final = 10.0
 PARALLEL_WEBHOOKS: Final = 8
 """How many webhooks a run of :func:`deliver_due` posts to at the same time."""
 _BATCH: Final = 100
+_PER_WEBHOOK: Final = 10
 
 _WEBHOOKS = Webhook.__table__  # type: ignore[attr-defined]
 _DELIVERIES = WebhookDelivery.__table__  # type: ignore[attr-defined]
@@ -356,13 +358,27 @@ def deliver_due(engine: Engine, now_ms: int, *, client: httpx.Client | None = No
     """Post the deliveries that are due at ``now_ms`` and record how each went: each webhook's
     in order, up to :data:`PARALLEL_WEBHOOKS` webhooks at a time, so that a slow or unreachable
     destination (one tenant's) does not hold up the others'."""
+    # Each webhook's first due delivery comes before any webhook's second (and so on), so a
+    # backlog at one webhook leaves the others their turn in the run's batch.
+    oldest_first = (_DELIVERIES.c.next_attempt_ms, _DELIVERIES.c.id)
+    ranked = (
+        select(
+            _DELIVERIES.c.id,
+            func.row_number()
+            .over(partition_by=_DELIVERIES.c.webhook_id, order_by=oldest_first)
+            .label("place"),
+        )
+        .where(_DELIVERIES.c.status == "pending", _DELIVERIES.c.next_attempt_ms <= now_ms)
+        .subquery()
+    )
     with engine.connect() as connection:
         due = (
             connection.execute(
                 select(_DELIVERIES, _WEBHOOKS.c.url, _WEBHOOKS.c.secret)
+                .join(ranked, ranked.c.id == _DELIVERIES.c.id)
                 .join(_WEBHOOKS, _WEBHOOKS.c.id == _DELIVERIES.c.webhook_id)
-                .where(_DELIVERIES.c.status == "pending", _DELIVERIES.c.next_attempt_ms <= now_ms)
-                .order_by(_DELIVERIES.c.next_attempt_ms, _DELIVERIES.c.id)
+                .where(ranked.c.place <= _PER_WEBHOOK)
+                .order_by(ranked.c.place, *oldest_first)
                 .limit(_BATCH)
             )
             .mappings()
