@@ -11,11 +11,14 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.plugins import InitPluginProtocol
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from p402.receiver.ingest import IngestError
 
 __all__ = [
     "INTERNAL_ERROR",
+    "RETRY_AFTER_SECONDS",
     "ApiError",
     "DocumentedErrors",
     "ErrorBody",
@@ -34,6 +37,8 @@ _CODES = {
     415: "unsupported_media_type",
     429: "too_many_requests",
 }
+RETRY_AFTER_SECONDS: Final = 2
+"""The ``Retry-After`` of a 503: the ledger database could not be reached."""
 
 
 class ApiError(HTTPException):
@@ -72,6 +77,10 @@ def problem_of(error: Exception) -> tuple[int, str, str] | None:
             "nests too deeply" if isinstance(error, RecursionError) else f"is not UTF-8: {error}"
         )
         return 400, "bad_request", f"the body {problem}"
+    if isinstance(error, OperationalError | DisconnectionError | PoolTimeout):
+        # The database is down, restarting, out of connections or locked: nothing was
+        # stored, and the same request can succeed later (OTLP exporters retry a 503).
+        return 503, "unavailable", "the ledger database is unavailable; try again later"
     return None
 
 
@@ -90,6 +99,13 @@ def _answer(
         request.logger.exception("unhandled error")
         found = INTERNAL_ERROR
     status_code, code, message = found
+    if status_code == 503:
+        request.logger.warning("the ledger database is unavailable: %s", error)
+        return Response(
+            error_document(code, message),
+            status_code=status_code,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return Response(error_document(code, message), status_code=status_code)
 
 
@@ -119,8 +135,9 @@ def _error_spec(description: str) -> ResponseSpec:
 
 class DocumentedErrors(InitPluginProtocol):
     """Documents the errors of every route that needs a key in the one error shape: 400 (bad
-    parameters), 401 (no valid key), 403 (a key without the role), and 404 for routes with
-    path parameters (another tenant's id). A route's own ``responses`` take precedence."""
+    parameters), 401 (no valid key), 403 (a key without the role), 503 (the ledger database
+    unavailable), and 404 for routes with path parameters (another tenant's id). A route's own
+    ``responses`` take precedence."""
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         for handler in app_config.route_handlers:
@@ -130,6 +147,10 @@ class DocumentedErrors(InitPluginProtocol):
                 400: _error_spec("Bad request: an invalid parameter or body"),
                 401: _error_spec("No valid API key"),
                 403: _error_spec("The key's role does not allow this route"),
+                503: _error_spec(
+                    "The ledger database is unavailable: nothing was done; try again after "
+                    "Retry-After seconds"
+                ),
             }
             if "{" in "".join(handler.paths):
                 errors[404] = _error_spec("Not found (or another tenant's)")

@@ -7,7 +7,8 @@ metadata, as ``authorization: Bearer <key>`` or ``x-p402-api-key`` (so
 exporters know: no or an invalid key ``UNAUTHENTICATED``, a key without the ``ingest`` role
 ``PERMISSION_DENIED``, a malformed request ``INVALID_ARGUMENT``, a request over
 :data:`~p402.receiver.ingest.MAX_BODY_BYTES` ``RESOURCE_EXHAUSTED`` (none of them retried by
-an exporter); an acknowledged export is durably stored.
+an exporter), the ledger database unreachable ``UNAVAILABLE`` (retried); an acknowledged
+export is durably stored.
 
 The port is bound exclusively (gRPC would otherwise share it, with ``SO_REUSEPORT``, with a
 collector already listening there).
@@ -39,6 +40,7 @@ _STATUS_OF_HTTP: Final = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -79,6 +81,8 @@ def _export(engine: Engine, request: bytes, context: grpc.ServicerContext) -> by
             _log.exception("OTLP/gRPC export failed")
             context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         status, _, message = problem
+        if status == 503:
+            _log.warning("the ledger database is unavailable: %s", error)
         context.abort(_STATUS_OF_HTTP.get(status, grpc.StatusCode.INVALID_ARGUMENT), message)
     return result.otlp_response()
 
