@@ -81,6 +81,7 @@ def _spans() -> list:
 
 
 def test_an_otlp_exporter_retries_through_a_database_outage_and_loses_nothing(engine, outage):
+    """Also: every route, strict enforcement's included, answers 503 meanwhile."""
     _, ingest = create_key(engine, tenant="acme", role=Role.INGEST)
     _, read = create_key(engine, tenant="acme", role=Role.READ)
     with BackgroundServer(create_app(engine, scheduler=False)) as server:
@@ -93,6 +94,13 @@ def test_an_otlp_exporter_retries_through_a_database_outage_and_loses_nothing(en
         assert answer.status_code == 503
         assert answer.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
         assert answer.json()["error"]["code"] == "unavailable"
+        authorization = httpx.post(
+            f"{server.url}/v1/authorize",
+            json={"event_id": "e-2", "model": "gpt-5-mini", "max_cost_usd": "0.01"},
+            headers={"x-p402-api-key": ingest},
+        )  # strict enforcement's route, answered apart from the framework
+        assert authorization.status_code == 503
+        assert authorization.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
 
         back = threading.Timer(1.0, outage.end)  # the database returns while the exporter waits
         back.start()

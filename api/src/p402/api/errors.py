@@ -22,6 +22,7 @@ __all__ = [
     "ApiError",
     "DocumentedErrors",
     "ErrorBody",
+    "error_answer",
     "error_document",
     "exception_handlers",
     "problem_of",
@@ -91,22 +92,29 @@ INTERNAL_ERROR: Final = (
 )
 
 
+def error_answer(
+    error: Exception, logger: Any
+) -> tuple[int, dict[str, dict[str, str]], dict[str, str]]:
+    """The status, body and headers the API answers ``error`` with; logs an unexpected error
+    (with its traceback: call it where the error is being handled) and an unreachable
+    database."""
+    found = problem_of(error)
+    if found is None:
+        logger.exception("unhandled error")
+        found = INTERNAL_ERROR
+    status_code, code, message = found
+    headers: dict[str, str] = {}
+    if status_code == 503:
+        logger.warning("the ledger database is unavailable: %s", error)
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return status_code, error_document(code, message), headers
+
+
 def _answer(
     request: Request[Any, Any, Any], error: Exception
 ) -> Response[dict[str, dict[str, str]]]:
-    found = problem_of(error)
-    if found is None:
-        request.logger.exception("unhandled error")
-        found = INTERNAL_ERROR
-    status_code, code, message = found
-    if status_code == 503:
-        request.logger.warning("the ledger database is unavailable: %s", error)
-        return Response(
-            error_document(code, message),
-            status_code=status_code,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-    return Response(error_document(code, message), status_code=status_code)
+    status_code, body, headers = error_answer(error, request.logger)
+    return Response(body, status_code=status_code, headers=headers or None)
 
 
 exception_handlers = {

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from p402.api.auth import invalid_key, presented_key, remembered_caller
 from p402.api.dependencies import CallerIdentity, LedgerEngine
-from p402.api.errors import INTERNAL_ERROR, ApiError, error_document, problem_of
+from p402.api.errors import ApiError, error_answer
 from p402.api.openapi_bodies import AUTHORIZATION, POLICIES
 from p402.api.routes.budgets import json_items
 from p402.instrumentation.money import from_picos, parse_usd, to_picos, usd_str
@@ -330,12 +330,9 @@ async def answer_authorize(app: Litestar, scope: HTTPScope, receive: Receive, se
     except _Disconnected:
         return
     except Exception as error:  # answered as the route handler's exception handlers answer
-        found = problem_of(error)
-        if found is None:
-            app.get_logger().exception("unhandled error")
-            found = INTERNAL_ERROR
-        status, code, message = found
-        answer = error_document(code, message)
+        status, answer, extra = error_answer(error, app.get_logger())
+    else:
+        extra = {}
     content = json.dumps(answer, separators=(",", ":"), ensure_ascii=False).encode()
     start: HTTPResponseStartEvent = {
         "type": "http.response.start",
@@ -343,6 +340,7 @@ async def answer_authorize(app: Litestar, scope: HTTPScope, receive: Receive, se
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
+            *((name.lower().encode(), value.encode()) for name, value in extra.items()),
         ],
     }
     await send(start)
