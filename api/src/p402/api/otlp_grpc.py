@@ -25,7 +25,7 @@ import grpc
 from sqlalchemy import Engine
 
 from p402.api.auth import presented_key
-from p402.api.errors import problem_of
+from p402.api.errors import error_answer
 from p402.ledger.keys import Role, resolve_key
 from p402.receiver.ingest import MAX_BODY_BYTES, PROTOBUF, ingest_traces
 
@@ -40,6 +40,7 @@ _STATUS_OF_HTTP: Final = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -75,15 +76,10 @@ def _export(engine: Engine, request: bytes, context: grpc.ServicerContext) -> by
         )
     except _Refused as refused:
         context.abort(refused.status, str(refused))
-    except Exception as error:
-        problem = problem_of(error)
-        if problem is None:
-            _log.exception("OTLP/gRPC export failed")
-            context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-        status, _, message = problem
-        if status == 503:
-            _log.warning("the ledger database is unavailable: %s", error)
-        context.abort(_STATUS_OF_HTTP.get(status, grpc.StatusCode.INVALID_ARGUMENT), message)
+    except Exception as error:  # answered as over HTTP, in gRPC's terms
+        status, body, _ = error_answer(error, _log)
+        code = _STATUS_OF_HTTP.get(status, grpc.StatusCode.INVALID_ARGUMENT)
+        context.abort(code, body["error"]["message"])
     return result.otlp_response()
 
 
