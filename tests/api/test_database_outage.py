@@ -11,26 +11,16 @@ import httpx
 import psycopg
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
 from sqlalchemy import make_url
+from tests.api.conftest import GENAI_EVENT as EVENT
+from tests.api.conftest import finished_spans
 
 from p402.api import create_app
 from p402.api.errors import RETRY_AFTER_SECONDS
 from p402.api.otlp_grpc import EXPORT_METHOD, OtlpGrpcServer
 from p402.api.server import BackgroundServer
 from p402.ledger.keys import Role, create_key
-
-EVENT = {
-    "p402.event.id": "01a205fe-94f1-7db8-93b2-b90a90ed95f3",
-    "gen_ai.operation.name": "chat",
-    "gen_ai.provider.name": "openai",
-    "gen_ai.request.model": "gpt-5-mini",
-    "gen_ai.response.model": "gpt-5-mini-2025-08-07",
-    "gen_ai.usage.input_tokens": 1342,
-    "gen_ai.usage.output_tokens": 214,
-}
 
 pytestmark = [
     pytest.mark.postgresql,
@@ -72,14 +62,6 @@ def outage(database_url: str) -> Iterator[Outage]:
         outage.end()
 
 
-def _spans() -> list:
-    finished = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(finished))
-    provider.get_tracer("test").start_span("chat gpt-5-mini", attributes=EVENT).end()
-    return list(finished.get_finished_spans())
-
-
 def test_an_otlp_exporter_retries_through_a_database_outage_and_loses_nothing(engine, outage):
     """Also: every route, strict enforcement's included, answers 503 meanwhile."""
     _, ingest = create_key(engine, tenant="acme", role=Role.INGEST)
@@ -108,7 +90,7 @@ def test_an_otlp_exporter_retries_through_a_database_outage_and_loses_nothing(en
             endpoint=f"{server.url}/v1/traces", headers={"x-p402-api-key": ingest}, timeout=20
         )
         try:
-            assert exporter.export(_spans()) is SpanExportResult.SUCCESS
+            assert exporter.export(finished_spans(EVENT)) is SpanExportResult.SUCCESS
         finally:
             exporter.shutdown()
             back.join()

@@ -15,24 +15,12 @@ import pytest
 from grpc import Compression
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+from tests.api.conftest import GENAI_EVENT as EVENT
+from tests.api.conftest import finished_spans
 
 from p402.api.otlp_grpc import EXPORT_METHOD, OtlpGrpcServer
 from p402.receiver.ingest import MAX_BODY_BYTES
-
-EVENT = {
-    "p402.event.id": "01a205fe-94f1-7db8-93b2-b90a90ed95f3",
-    "gen_ai.operation.name": "chat",
-    "gen_ai.provider.name": "openai",
-    "gen_ai.request.model": "gpt-5-mini",
-    "gen_ai.response.model": "gpt-5-mini-2025-08-07",
-    "gen_ai.usage.input_tokens": 1342,
-    "gen_ai.usage.output_tokens": 214,
-    "p402.owner.department": "legal",
-    "p402.privacy.mode": "metadata_only",
-}
 
 
 @pytest.fixture
@@ -48,17 +36,12 @@ def _export(
     compression: Compression | None = None,
 ) -> SpanExportResult:
     """Spans made by the SDK, sent in one export by its real OTLP/gRPC exporter."""
-    finished = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(finished))
-    for attributes in attribute_sets:
-        provider.get_tracer("test").start_span("chat gpt-5-mini", attributes=attributes).end()
     headers = {"authorization": f"Bearer {key}"} if key else None
     exporter = OTLPSpanExporter(
         endpoint=server.address, insecure=True, headers=headers, compression=compression
     )
     try:
-        return exporter.export(finished.get_finished_spans())
+        return exporter.export(finished_spans(*attribute_sets))
     finally:
         exporter.shutdown()
 

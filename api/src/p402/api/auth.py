@@ -23,6 +23,7 @@ from p402.instrumentation.vocabulary import API_KEY_HEADER
 from p402.ledger.keys import Identity, Role, remembered_identity, resolve_key
 
 __all__ = [
+    "caller",
     "invalid_key",
     "needed_role",
     "presented_key",
@@ -64,11 +65,15 @@ def _missing() -> ApiError:
     return ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer KEY)")
 
 
-def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
-    key = presented_key(request.headers)
+def caller(engine: Engine, key: str | None, needed: Role | None) -> Identity:
+    """The identity of the live key ``key``; raises the 401 or 403 the API answers with."""
     if key is None:
         raise _missing()
-    return _checked(resolve_key(engine, key), needed_role(request))
+    return _checked(resolve_key(engine, key), needed)
+
+
+def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
+    return caller(engine, presented_key(request.headers), needed_role(request))
 
 
 def remembered_caller(engine: Engine, key: str | None, needed: Role | None) -> Identity:

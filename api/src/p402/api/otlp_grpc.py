@@ -24,9 +24,9 @@ from typing import Final
 import grpc
 from sqlalchemy import Engine
 
-from p402.api.auth import presented_key
+from p402.api.auth import caller, presented_key
 from p402.api.errors import error_answer
-from p402.ledger.keys import Role, resolve_key
+from p402.ledger.keys import Role
 from p402.receiver.ingest import MAX_BODY_BYTES, PROTOBUF, ingest_traces
 
 __all__ = ["EXPORT_METHOD", "OtlpGrpcServer"]
@@ -45,28 +45,12 @@ _STATUS_OF_HTTP: Final = {
 }
 
 
-class _Refused(Exception):
-    def __init__(self, status: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _export(engine: Engine, request: bytes, context: grpc.ServicerContext) -> bytes:
-    metadata = {name.lower(): value for name, value in context.invocation_metadata()}
+    metadata = context.invocation_metadata()
     try:
-        key = presented_key({k: v for k, v in metadata.items() if isinstance(v, str)})
-        if key is None:
-            raise _Refused(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "an API key is required (metadata authorization: Bearer KEY)",
-            )
-        identity = resolve_key(engine, key)
-        if identity is None:
-            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "the API key is not valid")
-        if not identity.role.allows(Role.INGEST):
-            raise _Refused(
-                grpc.StatusCode.PERMISSION_DENIED, "exporting needs a key with the ingest role"
-            )
+        # Text metadata only: values of "-bin" names are bytes.
+        key = presented_key({k.lower(): v for k, v in metadata if isinstance(v, str)})
+        identity = caller(engine, key, Role.INGEST)
         result = ingest_traces(
             engine,
             identity.tenant_id,
@@ -74,8 +58,6 @@ def _export(engine: Engine, request: bytes, context: grpc.ServicerContext) -> by
             content_type=PROTOBUF,
             signing_key=identity.key_hash.encode(),
         )
-    except _Refused as refused:
-        context.abort(refused.status, str(refused))
     except Exception as error:  # answered as over HTTP, in gRPC's terms
         status, body, _ = error_answer(error, _log)
         code = _STATUS_OF_HTTP.get(status, grpc.StatusCode.INVALID_ARGUMENT)
@@ -107,20 +89,23 @@ class OtlpGrpcServer:
         )
 
     @property
+    def _host_port(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
     def address(self) -> str:
         """Where exporters send to (``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{self._host_port}"
 
     def start(self) -> OtlpGrpcServer:
         """Bind and serve; raises :class:`OSError` when the port cannot be bound."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         try:
-            bound = self._server.add_insecure_port(f"{host}:{self.port}")
+            bound = self._server.add_insecure_port(self._host_port)
         except RuntimeError as error:  # grpcio raises, or answers 0, by version
-            raise OSError(f"cannot listen on {host}:{self.port}: {error}") from None
+            raise OSError(f"cannot listen on {self._host_port}: {error}") from None
         if not bound:
-            raise OSError(f"cannot listen on {host}:{self.port}")
+            raise OSError(f"cannot listen on {self._host_port}")
         self.port = bound
         self._server.start()
         return self
