@@ -582,8 +582,9 @@ def _count_blocks(args: argparse.Namespace) -> None:
         P402(receiver["url"], receiver["ingest_key"], coordinates["provider_url"]),
     ]
     # A first pass, not counted, so that no block pays a variant's one-off costs (imports,
-    # caches, P402's price data); then the counted ones.
-    for counted in [False] + [True] * args.instruction_repeats:
+    # caches, P402's price data); then the counted ones. The first pass is dumped too, and
+    # the parent discards it: whatever runs first under callgrind counts ~3x its later runs.
+    for passed in range(1 + args.instruction_repeats):
         for mode in MODES:
             call = _call_function(client, mode)
             for variant in variants:
@@ -592,16 +593,15 @@ def _count_blocks(args: argparse.Namespace) -> None:
                     for _ in range(args.untimed):
                         call()
                     variant.flush()
-                    if counted:
-                        gc.collect()
-                        zero()
-                        for _ in range(args.instruction_calls):
-                            call()
-                        variant.flush()
-                        dump()
+                    gc.collect()
+                    zero()
+                    for _ in range(args.instruction_calls):
+                        call()
+                    variant.flush()
+                    dump()
                 finally:
                     variant.teardown()
-                if counted:
+                if passed:
                     print(f"  {mode}, {variant.name}: counted", flush=True)
     client.close()
 
@@ -654,11 +654,12 @@ def count_instructions(
             if found is None:
                 raise RuntimeError(f"callgrind dump {path} has no totals")
             totals.append(int(found.group(1)))
-    expected = args.instruction_repeats * len(MODES) * len(names)
+    passes = 1 + args.instruction_repeats
+    expected = passes * len(MODES) * len(names)
     if len(totals) != expected:
         raise RuntimeError(f"expected {expected} callgrind dumps, found {len(totals)}")
     per_call: dict[tuple[str, str], list[float]] = {}
-    blocks = iter(totals)
+    blocks = iter(totals[len(MODES) * len(names) :])  # the first pass is not counted
     for _ in range(args.instruction_repeats):
         for mode in MODES:
             for name in names:
