@@ -253,12 +253,13 @@ class SseReader(_StreamReader):
         for mark in signal.positions(buffer, position, end):
             before = rfind(separator, position, mark)
             marked.add(position if before == -1 else before + step)
+        # Of the events holding "[DONE]", only the last can be the end of the response (a
+        # text that holds it is an event like the others, marked or not).
         done = set()
-        at = buffer.find(b"[DONE]", position, end)
-        while at != -1:
+        at = rfind(b"[DONE]", position, end)
+        if at != -1:
             before = rfind(separator, position, at)
             done.add(position if before == -1 else before + step)
-            at = buffer.find(b"[DONE]", at + 6, end)
         for start in sorted(marked | done):
             stop = buffer.find(separator, start, end)
             stop = end if stop == -1 else stop
