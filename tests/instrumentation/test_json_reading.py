@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 
-from p402.instrumentation import _json
 from p402.instrumentation._json import load_json
 
 CASES = [
@@ -38,14 +37,6 @@ def standard(data: bytes) -> object:
 
 @pytest.mark.parametrize("data", CASES)
 def test_every_body_decodes_as_the_standard_library_would(data: bytes) -> None:
-    assert load_json(data) == standard(data)
-
-
-@pytest.mark.parametrize("data", CASES)
-def test_without_the_fast_decoder_the_result_is_the_same(
-    data: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_json, "_decode", _json._standard_decode)
     assert load_json(data) == standard(data)
 
 

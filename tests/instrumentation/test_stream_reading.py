@@ -116,9 +116,14 @@ def lf(stream: bytes) -> bytes:
     return stream.replace(b"\r\n", b"\n")
 
 
-@pytest.fixture(params=["split", "scan"])
+@pytest.fixture(params=["split", "scan", "array"])
 def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of reading a piece: split into events, or scanned for the marked ones."""
+    """The ways of reading a piece: split into events, scanned for the marked ones, or (when
+    it holds nothing but one-line data events) decoded at once as one JSON array."""
+    if request.param == "array":
+        monkeypatch.setattr(_streams, "ARRAY_BYTES", 1 << 30)
+    else:
+        monkeypatch.setattr(_streams, "ARRAY_BYTES", 0)
     if request.param == "scan":
         monkeypatch.setattr(_streams, "SCAN_BYTES", 0)
     return str(request.param)
@@ -333,3 +338,63 @@ def test_chat_chunks_are_read_whatever_the_types_of_their_values() -> None:
     assert (facts.model, facts.response_id) == ("gpt-4.1-mini", "chatcmpl-2")
     assert facts.finish_reasons == ("stop", "length")  # by choice index
     assert (facts.usage.input_tokens, facts.usage.cache_write_tokens) == (25, 0)
+
+
+PRICED_USAGE = USAGE | {"cost": 0.0001234}  # OpenRouter's: a decimal, exactly
+
+
+def _one_by_one_refused(*args: Any) -> Any:
+    raise AssertionError("the piece was read event by event")
+
+
+@pytest.mark.parametrize("framing", [lf, crlf])
+def test_a_short_run_of_data_lines_is_read_at_once(
+    monkeypatch: pytest.MonkeyPatch, framing: Callable[[bytes], bytes]
+) -> None:
+    """A chat stream of one-line ``data:`` events under :data:`ARRAY_BYTES` is decoded as one
+    JSON array, with the facts and the end flag of the event-by-event reading."""
+    monkeypatch.setattr(SseReader, "_read_each", _one_by_one_refused)
+    monkeypatch.setattr(SseReader, "_read_marked", _one_by_one_refused)
+    for stream in (
+        framing(fixture_bytes("openai_chat_stream.sse")),
+        framing(
+            b"\n\n".join(
+                [
+                    b"data: " + chat_chunk(index=0, spaced=True),
+                    b"data: " + chat_chunk(index=1),
+                    b"data: " + chat_chunk(index=1, content=None, finish="length", spaced=True),
+                    b"data: " + chat_chunk(index=0, content=None, finish="stop"),
+                    b"data: " + chat_chunk(choices=False, usage=PRICED_USAGE, spaced=True),
+                    b"data: [DONE]\n\n",
+                ]
+            )
+        ),
+        framing(b"data: " + chat_chunk(content="no end yet") + b"\n\n"),
+        framing(b"data: [DONE]\n\n"),
+    ):
+        assert len(stream) <= _streams.ARRAY_BYTES
+        facts, finished, forwarded, _ = read(stream, CHAT, [])
+        assert (facts, finished) == reference(stream, CHAT)
+        assert forwarded == stream
+        if b'"cost"' in stream:
+            assert facts.provider_cost == Decimal("0.0001234")
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b'{"id":"chatcmpl-2","choices":[{"index":1.0,"finish_reason":"length"}]}',  # a float
+        b'{"model":5,"choices":[{"index":0,"finish_reason":"stop"}]}',  # not a string
+        b'{"choices":"none","usage":[1]}',  # neither a list nor an object
+        b"[1, 2]",  # not an object
+        b"",  # no data
+    ],
+)
+def test_a_run_the_typed_reading_refuses_is_read_event_by_event(odd: bytes) -> None:
+    events = [b"data: " + chat_chunk(content="Paris"), b"data: " + odd]
+    events += [b"data: " + chat_chunk(content=None, finish="stop")]
+    events += [b"data: " + chat_chunk(choices=False, usage=USAGE), b"data: [DONE]"]
+    stream = b"\n\n".join(events) + b"\n\n"
+    facts, finished, _, _ = read(stream, CHAT, [])
+    assert (facts, finished) == reference(stream, CHAT)
+    assert (facts.usage.input_tokens, finished) == (25, True)

@@ -1,33 +1,22 @@
-"""Reading JSON bodies and events: objects with exact decimals, from the fastest decoder here.
+"""Reading JSON bodies and events: objects with exact decimals.
 
-``msgspec`` decodes about three times faster than the standard library; it is used when it
-is installed. Whatever it refuses (a byte-order mark, ``NaN``, a lone surrogate, a body that
-is not UTF-8) goes to :func:`json.loads`, so the result never depends on which one ran.
+``msgspec`` decodes about three times faster than the standard library. Whatever it refuses
+(a byte-order mark, ``NaN``, a lone surrogate, a body that is not UTF-8) goes to
+:func:`json.loads`, so the result never depends on which one read it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
+from msgspec.json import Decoder
+
 __all__ = ["load_json"]
 
-_STANDARD: Final = json.JSONDecoder(parse_float=Decimal)
-
-
-def _standard_decode(data: bytes) -> Any:
-    return _STANDARD.decode(data.decode())  # strict UTF-8: anything else goes the long way
-
-
-_decode: Callable[[bytes], Any]
-try:
-    from msgspec.json import Decoder
-except ImportError:  # pragma: no cover - msgspec is optional
-    _decode = _standard_decode
-else:
-    _decode = Decoder(float_hook=Decimal).decode
+_decode: Final = Decoder(float_hook=Decimal).decode
 
 
 def load_json(data: bytes) -> Mapping[str, Any] | None:

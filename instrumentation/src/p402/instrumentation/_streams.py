@@ -35,6 +35,9 @@ MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
 SCAN_BYTES: Final = 1024
 """From this many bytes of events on, a piece is scanned for the events that matter rather
 than split into all of its events."""
+ARRAY_BYTES: Final = 8 * 1024
+"""Up to this many bytes of events, a piece of one-line ``data:`` events is read as one JSON
+array, when its accumulator can (beyond, scanning it costs less than decoding all of it)."""
 HANDOFF_BYTES: Final = 64 * 1024
 
 _log = logging.getLogger(__name__)
@@ -181,7 +184,12 @@ class SseReader(_StreamReader):
             return self._release_oversized()
         read_to = end + len(separator)
         self._buffer = buffer[read_to:]
-        if end < SCAN_BYTES:
+        # (Events the application should not see are cut out of what it is given: they are
+        # read one by one.)
+        read_all = None if end > ARRAY_BYTES or self._hide else self._accumulator.read_all
+        if read_all is not None and self._read_all(buffer, end, separator, read_all):
+            hidden = []
+        elif end < SCAN_BYTES:
             hidden = self._read_each(buffer, end, separator)
         else:
             hidden = self._read_marked(buffer, end, separator)
@@ -197,6 +205,35 @@ class SseReader(_StreamReader):
         if len(self._buffer) <= MAX_EVENT_BYTES:  # :meth:`_release_oversized`, inlined
             return forwarded
         return forwarded + self._release_oversized()
+
+    def _read_all(
+        self, buffer: bytes, end: int, separator: bytes, read_all: Callable[[bytes], bool]
+    ) -> bool:
+        """Read the events of ``buffer[:end]`` at once with ``read_all`` (see
+        :attr:`~p402.instrumentation.formats.StreamAccumulator.read_all`), as one JSON array
+        of their data, when they are all one ``data:`` line each."""
+        if not buffer.startswith(b"data: "):
+            return False
+        joint = separator + b"data: "
+        events = buffer.count(joint, 0, end) + 1
+        # Every line ending is part of a separator before a data line: no names, comments,
+        # blank lines or data on several lines (a JSON text has no raw line ending).
+        if buffer.count(b"\n", 0, end) != 2 * (events - 1):
+            return False
+        done = joint + b"[DONE]"
+        if buffer.endswith(done, 0, end):
+            array = b"[" + buffer[6 : end - len(done)].replace(joint, b",") + b"]"
+        elif events == 1 and end == 12 and buffer.startswith(b"data: [DONE]"):
+            array = b"[]"
+        else:
+            array = b"[" + buffer[6:end].replace(joint, b",") + b"]"
+            done = b""
+        if not read_all(array):
+            return False
+        self._skipped = None
+        if done:
+            self._accumulator.finished = True
+        return True
 
     def _read_each(self, buffer: bytes, end: int, separator: bytes) -> list[tuple[int, int]]:
         """Read every event of ``buffer[:end]``; returns the spans (separator included) of

@@ -109,6 +109,14 @@ class StreamAccumulator(Protocol):
     finished: bool
     """Whether the format's own end-of-response event was seen."""
 
+    @property
+    def read_all(self) -> Callable[[bytes], bool] | None:
+        """Reads a run of events without names at once, their data given as one JSON array,
+        in order; it returns ``False``, having read nothing, when the array is not what it
+        expects (the reader then reads the events one by one). ``None`` when the accumulator
+        reads event by event only. For a short run, one typed decode costs less than
+        finding and decoding its events."""
+
     def wants(self, name: str | None, data: bytes) -> bool:
         """Whether this event, still undecoded, can change the facts (a cheap byte check:
         most events of a stream only carry text the accumulator does not keep)."""

@@ -76,6 +76,8 @@ def _model_in_path(path: str) -> str | None:
 
 
 class _MessagesStream:
+    read_all = None  # its events have names
+
     def __init__(self, collect_text: bool) -> None:
         self.finished = False
         self._collect = collect_text

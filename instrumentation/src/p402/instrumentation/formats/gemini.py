@@ -71,6 +71,8 @@ def _texts(candidate: JsonObject) -> list[str]:
 
 
 class _GenerateStream:
+    read_all = None  # its first and finishing chunks suffice: see wants
+
     def __init__(self, collect_text: bool) -> None:
         self.finished = False
         self._collect = collect_text

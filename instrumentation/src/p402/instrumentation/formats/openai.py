@@ -15,8 +15,11 @@ the whole response, usage included, in ``response.completed`` / ``.incomplete`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, Final
+
+import msgspec
 
 from p402.instrumentation._json import load_json
 from p402.instrumentation.formats._types import (
@@ -121,6 +124,22 @@ def _choice_finish_reasons(body: JsonObject) -> tuple[str, ...]:
     return tuple(reasons)
 
 
+class _ChunkChoice(msgspec.Struct):
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """What :class:`_ChatStream` reads of a chat completion chunk, typed: the rest is skipped."""
+
+    model: str | None = None
+    id: str | None = None
+    choices: list[_ChunkChoice] | None = None
+    usage: dict[str, Any] | None = None
+
+
+_CHUNKS: Final = msgspec.json.Decoder(list[_Chunk], float_hook=Decimal)
+
 _CHAT_SIGNAL: Final = Signal("usage", "finish_reason", non_null=True)
 """What a chat chunk may carry besides the model and id that every chunk repeats."""
 
@@ -163,6 +182,26 @@ class _ChatStream:
     def signal(self) -> Signal | None:
         return _CHAT_SIGNAL if self._started and not self._collect else None
 
+    @property
+    def read_all(self) -> Callable[[bytes], bool] | None:
+        return None if self._collect else self._read_all  # text: event by event
+
+    def _read_all(self, events: bytes) -> bool:
+        try:
+            chunks = _CHUNKS.decode(events)
+        except msgspec.MsgspecError:  # not JSON, or values of other types: event by event
+            return False
+        self._started = True
+        for chunk in chunks:  # :meth:`on_event` of each, on typed chunks
+            self._model = chunk.model or self._model
+            self._id = chunk.id or self._id
+            for choice in chunk.choices or ():
+                if choice.finish_reason:
+                    self._finish[choice.index] = choice.finish_reason
+            if chunk.usage is not None:
+                self._usage = chunk.usage
+        return True
+
     def on_event(self, name: str | None, data: JsonObject) -> None:
         self._model = as_str(data.get("model")) or self._model
         self._id = as_str(data.get("id")) or self._id
@@ -202,6 +241,8 @@ class _ChatStream:
 
 class _ResponsesStream:
     """Responses API events: the final ``response.*`` event carries the whole response."""
+
+    read_all = None  # its events have names
 
     def __init__(self, collect_text: bool) -> None:
         self.finished = False
