@@ -398,3 +398,15 @@ def test_a_run_the_typed_reading_refuses_is_read_event_by_event(odd: bytes) -> N
     facts, finished, _, _ = read(stream, CHAT, [])
     assert (facts, finished) == reference(stream, CHAT)
     assert (facts.usage.input_tokens, finished) == (25, True)
+
+
+def _first_blank_line(buffer: bytes) -> bytes | None:
+    """The blank line that comes first, LF or CRLF, by the letter."""
+    found = [(at, blank) for blank in (b"\n\n", b"\r\n\r\n") if (at := buffer.find(blank)) != -1]
+    return min(found)[1] if found else None
+
+
+@given(st.text(alphabet="\r\nx", max_size=40).map(str.encode))
+@settings(max_examples=500)
+def test_the_separator_is_the_first_blank_line(buffer: bytes) -> None:
+    assert _streams._separator_of(buffer) == _first_blank_line(buffer)

@@ -102,6 +102,15 @@ class _StreamReader:
 
 def _separator_of(buffer: bytes) -> bytes | None:
     """The blank line a stream uses between events, once one has been seen."""
+    # Usually the first line ending is the start of the first blank line: found at C speed
+    # (a one-byte search), where the searches below compare at every position.
+    first = buffer.find(b"\n")
+    if first == -1:
+        return None
+    if buffer.startswith(b"\n", first + 1):
+        return b"\n\n"
+    if first and buffer.startswith(b"\r\n", first + 1) and buffer[first - 1] == 0x0D:  # CR
+        return b"\r\n\r\n"
     lf = buffer.find(b"\n\n")
     # Only a CRLF blank line before the first LF one counts: no need to look further.
     crlf = buffer.find(b"\r\n\r\n", 0, len(buffer) if lf == -1 else lf + 3)
@@ -215,20 +224,17 @@ class SseReader(_StreamReader):
         if not buffer.startswith(b"data: "):
             return False
         joint = separator + b"data: "
-        events = buffer.count(joint, 0, end) + 1
-        # Every line ending is part of a separator before a data line: no names, comments,
-        # blank lines or data on several lines (a JSON text has no raw line ending).
-        if buffer.count(b"\n", 0, end) != 2 * (events - 1):
-            return False
         done = joint + b"[DONE]"
         if buffer.endswith(done, 0, end):
             array = b"[" + buffer[6 : end - len(done)].replace(joint, b",") + b"]"
-        elif events == 1 and end == 12 and buffer.startswith(b"data: [DONE]"):
+        elif end == 12 and buffer.startswith(b"data: [DONE]"):
             array = b"[]"
         else:
             array = b"[" + buffer[6:end].replace(joint, b",") + b"]"
             done = b""
-        if not read_all(array):
+        # Every line ending was part of a separator before a data line: no names, comments,
+        # blank lines or data on several lines (a JSON text has no raw line ending).
+        if array.find(b"\n") != -1 or not read_all(array):
             return False
         self._skipped = None
         if done:

@@ -7,11 +7,13 @@ so nothing is counted twice. A count that was not reported is ``None``, never 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
+class TokenUsage(NamedTuple):
+    """Immutable; a tuple, made once per event on hot paths (three times cheaper to build
+    than a frozen dataclass)."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None

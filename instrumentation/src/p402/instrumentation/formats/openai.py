@@ -227,7 +227,7 @@ class _ChatStream:
         return ResponseFacts(  # model, response id, finish reasons, usage, provider cost
             self._model,
             self._id,
-            tuple(self._finish[i] for i in sorted(self._finish)),
+            tuple(map(self._finish.__getitem__, sorted(self._finish))),
             _usage(CHAT_COMPLETIONS, self._usage) if self._usage else TokenUsage(),
             _provider_cost(self._usage),
         )
