@@ -192,14 +192,16 @@ class _ChatStream:
         except msgspec.MsgspecError:  # not JSON, or values of other types: event by event
             return False
         self._started = True
+        model, response_id, finish, usage = self._model, self._id, self._finish, self._usage
         for chunk in chunks:  # :meth:`on_event` of each, on typed chunks
-            self._model = chunk.model or self._model
-            self._id = chunk.id or self._id
+            model = chunk.model or model
+            response_id = chunk.id or response_id
             for choice in chunk.choices or ():
                 if choice.finish_reason:
-                    self._finish[choice.index] = choice.finish_reason
+                    finish[choice.index] = choice.finish_reason
             if chunk.usage is not None:
-                self._usage = chunk.usage
+                usage = chunk.usage
+        self._model, self._id, self._usage = model, response_id, usage
         return True
 
     def on_event(self, name: str | None, data: JsonObject) -> None:
