@@ -164,7 +164,9 @@ class SseReader(_StreamReader):
     stream handed over at once) is not split: once the accumulator names its ``signal``,
     only the events that carry it, or ``[DONE]``, are cut out and read, and of the others
     only the last one is kept, unparsed, for the end (see
-    :class:`~p402.instrumentation.formats.StreamAccumulator`). Both ways read the same.
+    :class:`~p402.instrumentation.formats.StreamAccumulator`). A short piece of nothing but
+    one-line ``data:`` events (a whole short chat stream) is read at once, as one JSON array,
+    by accumulators that can. All ways read the same.
     """
 
     def __init__(
