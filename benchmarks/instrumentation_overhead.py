@@ -418,7 +418,7 @@ def _verdict(ok: bool) -> str:
 
 def _ratio_text(stock: float, p402: float) -> tuple[str, bool]:
     if p402 <= 0:
-        return ("inf (P402 overhead <= 0)" if stock > 0 else "n/a"), stock > 0
+        return ("inf (P402 <= 0)" if stock > 0 else "n/a"), stock > 0
     ratio = stock / p402
     return f"{ratio:.1f}x", ratio >= TARGET_RATIO
 
@@ -492,9 +492,9 @@ def report(results: Results, variants: list[str], calls: int, rounds: int) -> No
         (f"P402 p50 latency overhead <= {TARGET_P50_US:.0f} us", targets["p50"]),
         (f"stock / P402 CPU overhead >= {TARGET_RATIO:.0f}x", targets["ratio"]),
     ]
-    print(f"  {'target':<48}" + "".join(f"{mode:>26}" for mode in MODES))
+    print(f"  {'target':<48}" + "".join(f" {mode:>25}" for mode in MODES))
     for label, values in rows:
-        print(f"  {label:<48}" + "".join(f"{value:>26}" for value in values))
+        print(f"  {label:<48}" + "".join(f" {value:>25}" for value in values))
 
 
 def _ledger_events(receiver: dict[str, str]) -> list[dict[str, Any]]:
