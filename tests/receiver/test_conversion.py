@@ -147,3 +147,56 @@ def test_a_span_with_neither_event_id_nor_ids_is_rejected():
     assert (
         "p402.event.id, or a trace id" in convert_spans([span], PrivacyMode.METADATA_ONLY).errors[0]
     )
+
+
+def test_owners_are_the_dimensions_a_span_names_and_none_for_the_rest():
+    span = _span(
+        {
+            **P402_SPAN,
+            "p402.owner.project": "contracts",
+            "p402.owner.task_type": "summarise",
+            "p402.owner.employee": "",  # named, but empty: not an owner
+            "p402.owner.colour": "blue",  # not a dimension
+        }
+    )
+    (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
+    assert (record.department, record.project, record.task_type) == (
+        "legal",
+        "contracts",
+        "summarise",
+    )
+    assert (record.employee, record.client, record.session, record.outcome) == (None,) * 4
+
+
+@pytest.mark.parametrize(
+    ("owner_session", "expected"),
+    [(None, "conversation-7"), ("", "conversation-7"), ("session-3", "session-3")],
+)
+def test_the_session_is_the_owner_attribute_else_the_conversation_id(owner_session, expected):
+    attributes = {**P402_SPAN, "gen_ai.conversation.id": "conversation-7"}
+    if owner_session is not None:
+        attributes["p402.owner.session"] = owner_session
+    (record,) = convert_spans([_span(attributes)], PrivacyMode.METADATA_ONLY).records
+    assert record.session == expected
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "message"),
+    [
+        ("p402.owner.project", "p" * 201, "longer than 200 characters"),
+        ("p402.owner.department", "le\x00gal", "NUL character"),
+        ("gen_ai.response.model", "gpt\x00", "NUL character"),
+        ("gen_ai.operation.name", "c" * 33, "longer than 32 characters"),
+    ],
+)
+def test_text_the_ledger_cannot_store_is_rejected(attribute, value, message):
+    conversion = convert_spans([_span({**P402_SPAN, attribute: value})], PrivacyMode.METADATA_ONLY)
+    assert conversion.records == []
+    assert f"{attribute} " in conversion.errors[0]
+    assert message in conversion.errors[0]
+
+
+def test_text_attributes_of_other_types_are_stored_as_text():
+    span = _span({**P402_SPAN, "p402.owner.project": 1234, "error.type": 429})
+    (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
+    assert (record.project, record.error_type) == ("1234", "429")

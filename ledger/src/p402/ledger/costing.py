@@ -8,7 +8,6 @@ re-rating.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from p402.instrumentation.money import to_picos
 from p402.instrumentation.pricing import compute_cost, price_version
@@ -34,7 +33,7 @@ def ledger_cost(
         usage,
         model=model,
         provider=provider or "",
-        at=datetime.fromtimestamp(ts_ms / 1000, tz=UTC),
+        at=ts_ms * 1_000_000,  # a time is made only for the prices that depend on it
         rates=override.rates if override else None,
     )
     if cost is None:

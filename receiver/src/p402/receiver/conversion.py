@@ -101,6 +101,8 @@ def _count(attributes: dict[str, Any], key: str) -> int | None:
 def _text(attributes: dict[str, Any], key: str, limit: int = 200) -> str | None:
     """A text attribute as the ledger can store it (at most ``limit`` characters, no NUL)."""
     value = attributes.get(key)
+    if type(value) is str and len(value) <= limit and "\x00" not in value:
+        return value or None  # the usual case, decided at once
     if value is None or value == "":
         return None
     text = str(value)
@@ -120,12 +122,21 @@ _KNOWN_VALUES: Final = {
 }
 """The values of the enumerations spans name, looked up without calling the enumeration."""
 _PRIVACY_RANKS: Final = {mode.value: mode.rank for mode in PrivacyMode}
+# Values as plain strings, looked up once rather than per span.
+_PROVIDER_SOURCE: Final = v.CostSource.PROVIDER.value
+_PROVIDER_RESPONSE: Final = UsageEvidence.PROVIDER_RESPONSE.value
+_MISSING: Final = UsageEvidence.MISSING.value
+_METADATA_ONLY: Final = PrivacyMode.METADATA_ONLY.value
+_ALLOWED: Final = v.PolicyResult.ALLOWED.value
+_PROVIDER_REPORTED: Final = CostEvidence.PROVIDER_REPORTED.value
+_UNPRICED: Final = CostEvidence.UNPRICED.value
+_COMPUTED: Final = CostEvidence.COMPUTED.value
 
 
-def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: Any) -> str:
+def _choice(attributes: dict[str, Any], key: str, allowed: type[Any], default: str) -> str:
     value = attributes.get(key)
     if value is None:
-        return str(default.value)
+        return default
     if type(value) is str and (known := _KNOWN_VALUES[allowed].get(value)) is not None:
         return known
     try:
@@ -187,9 +198,21 @@ def _content(
     return texts[0], texts[1], fingerprints[0], fingerprints[1]
 
 
-_OWNER_ATTRIBUTES: Final = tuple(
-    (dimension, v.owner_attribute(dimension)) for dimension in v.OWNER_DIMENSIONS
-)
+_OWNER_DIMENSION_OF: Final = {
+    v.owner_attribute(dimension): dimension for dimension in v.OWNER_DIMENSIONS
+}
+_OWNER_KEYS: Final = frozenset(_OWNER_DIMENSION_OF)
+
+
+def _owners(attributes: dict[str, Any]) -> dict[str, str | None]:
+    """The owner dimensions the span names (validated), by dimension."""
+    # Only the owner attributes present are looked at: a set intersection, in C.
+    owners = {
+        _OWNER_DIMENSION_OF[key]: _text(attributes, key) for key in _OWNER_KEYS & attributes.keys()
+    }
+    if owners.get("session") is None:
+        owners["session"] = _text(attributes, v.GEN_AI_CONVERSATION_ID)
+    return owners
 
 
 def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
@@ -218,7 +241,7 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     model_requested = _text(a, v.GEN_AI_REQUEST_MODEL)
     model_used = _text(a, v.GEN_AI_RESPONSE_MODEL) or model_requested
     ts_ms = span.start_ns // 1_000_000
-    default_evidence = UsageEvidence.PROVIDER_RESPONSE if usage.measured else UsageEvidence.MISSING
+    default_evidence = _PROVIDER_RESPONSE if usage.measured else _MISSING
     usage_evidence = _choice(a, v.P402_USAGE_EVIDENCE, UsageEvidence, default_evidence)
 
     client_cost: Decimal | None = None
@@ -232,35 +255,31 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
                 f"{v.GEN_AI_USAGE_COST_AMOUNT} must be from 0 to {MAX_EVENT_USD} USD, "
                 f"not {raw_cost!r}"
             )
-    provider_reported = a.get(v.GEN_AI_USAGE_COST_SOURCE) == v.CostSource.PROVIDER.value
+    provider_reported = a.get(v.GEN_AI_USAGE_COST_SOURCE) == _PROVIDER_SOURCE
 
     client_picos = None if client_cost is None else to_picos(client_cost)
     cost_picos: int | None
     computed_with: str | None = None
     if provider_reported and client_picos is not None:
-        cost_picos, cost_evidence = client_picos, CostEvidence.PROVIDER_REPORTED
+        cost_picos, cost_evidence = client_picos, _PROVIDER_REPORTED
     else:
         cost_picos, computed_with = ledger_cost(
             usage, model=model_used, provider=provider, ts_ms=ts_ms, overrides=policy.rates
         )
-        cost_evidence = CostEvidence.UNPRICED if cost_picos is None else CostEvidence.COMPUTED
+        cost_evidence = _UNPRICED if cost_picos is None else _COMPUTED
 
-    privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, PrivacyMode.METADATA_ONLY)
+    privacy = _choice(a, v.P402_PRIVACY_MODE, PrivacyMode, _METADATA_ONLY)
     if _PRIVACY_RANKS[privacy] > _PRIVACY_RANKS[policy.max_privacy.value]:
         privacy = policy.max_privacy.value
     content_input, content_output, fingerprint_input, fingerprint_output = _content(a, policy)
     response_id = _text(a, v.GEN_AI_RESPONSE_ID)
 
     status_code = a.get(v.HTTP_RESPONSE_STATUS_CODE)
-    owners: dict[str, Any] = {
-        dimension: _text(a, attribute) for dimension, attribute in _OWNER_ATTRIBUTES
-    }
-    owners["session"] = owners["session"] or _text(a, v.GEN_AI_CONVERSATION_ID)
     return EventRecord(
         event_id=event_id or f"{span.trace_id}{span.span_id}",
         ts_ms=ts_ms,
         usage_evidence=usage_evidence,
-        cost_evidence=cost_evidence.value,
+        cost_evidence=cost_evidence,
         privacy_mode=privacy,
         provider=provider,
         operation=_text(a, v.GEN_AI_OPERATION_NAME, 32),
@@ -276,9 +295,9 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
         client_cost_picos=client_picos,
         cost_mismatch=None not in (client_picos, cost_picos) and client_picos != cost_picos,
         price_version=computed_with,
-        policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, v.PolicyResult.ALLOWED),
+        policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, _ALLOWED),
         policy_reason=_text(a, v.P402_POLICY_REASON, 4000),
-        **owners,
+        **_owners(a),
         response_id=response_id,
         trace_id=span.trace_id,
         span_id=span.span_id,
