@@ -204,7 +204,7 @@ _OWNER_DIMENSION_OF: Final = {
 _OWNER_KEYS: Final = frozenset(_OWNER_DIMENSION_OF)
 
 
-def _owners(attributes: dict[str, Any]) -> dict[str, str | None]:
+def _owners(attributes: dict[str, Any]) -> dict[str, Any]:
     """The owner dimensions the span names (validated), by dimension."""
     # Only the owner attributes present are looked at: a set intersection, in C.
     owners = {
