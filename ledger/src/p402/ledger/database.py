@@ -11,13 +11,14 @@ import threading
 import weakref
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from p402.ledger import models  # noqa: F401 - registers the tables on SQLModel.metadata
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -138,6 +139,9 @@ _MIGRATION_LOCK: Final = 0x50343032  # PostgreSQL advisory lock key: "P402"
 
 
 def alembic_config(connection: Connection) -> Config:
+    # Alembic is loaded when a schema is migrated, not by everything that uses the ledger.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -149,6 +153,8 @@ def migrate(engine: Engine) -> None:
 
     On PostgreSQL an advisory lock makes servers starting together migrate one at a time.
     """
+    from alembic import command
+
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})

@@ -56,7 +56,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any, Final
 
-import psycopg
 from sqlalchemy import (
     Connection,
     Engine,
@@ -327,7 +326,9 @@ class _ConnectionLost(Exception):
 def _in_transaction(driver: Any) -> bool:
     info = getattr(driver, "info", None)  # psycopg's
     if info is not None:
-        return bool(info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
+        from psycopg.pq import TransactionStatus  # here: a SQLite ledger never loads psycopg
+
+        return bool(info.transaction_status != TransactionStatus.IDLE)
     return bool(driver.in_transaction)  # sqlite3's
 
 
