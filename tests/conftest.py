@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,24 +53,79 @@ def postgres_database() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A SQLite ledger at the latest migration, with no rows, and its revision: copied for each
+    test that asks for ``engine`` rather than migrated again."""
+    path = tmp_path_factory.mktemp("migrated") / "p402.db"
+    engine = connect(f"sqlite:///{path}")
+    migrate(engine)
+    with engine.connect() as connection:
+        revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine.dispose()  # the last connection closed: the write-ahead log is in the file
+    assert not path.with_name(f"{path.name}-wal").exists()
+    return path, str(revision)
+
+
+_AT_HEAD = pytest.StashKey[bool]()
+
+
+def _emptied_at_head(engine: Engine, revision: str) -> bool:
+    """Empty every table of a PostgreSQL ledger that is at ``revision``; ``False`` (and nothing
+    done) when it is not."""
+    with engine.begin() as connection:
+        if connection.execute(text("SELECT to_regclass('alembic_version')")).scalar() is None:
+            return False
+        if connection.execute(text("SELECT version_num FROM alembic_version")).scalar() != revision:
+            return False
+        tables = connection.execute(
+            text(
+                "SELECT quote_ident(tablename) FROM pg_tables "
+                "WHERE schemaname = current_schema() AND tablename != 'alembic_version'"
+            )
+        ).scalars()
+        # The sealed-receipt triggers refuse TRUNCATE: off for this transaction (superuser).
+        connection.execute(text("SET LOCAL session_replication_role = replica"))
+        connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    return True
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The ledger URL for one test: a fresh SQLite file, or the emptied PostgreSQL database."""
+    """The ledger URL for one test: a fresh SQLite file, or the emptied PostgreSQL database.
+
+    For a test that uses ``engine`` the ledger is at the latest migration already, with no
+    rows (a copy of one migrated file; the PostgreSQL tables emptied when the last test left
+    them at the latest migration); for any other test it is empty."""
+    migrated = "engine" in request.fixturenames
+    revision: str | None = None
+    if migrated:
+        template, revision = request.getfixturevalue("migrated_sqlite")
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'p402.db'}"
+        path = tmp_path / "p402.db"
+        if migrated:
+            shutil.copyfile(template, path)
+        request.node.stash[_AT_HEAD] = migrated
+        return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_database")
     engine = connect(url)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA public CASCADE"))
-        connection.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
+    try:
+        at_head = revision is not None and _emptied_at_head(engine, revision)
+        if not at_head:
+            with engine.begin() as connection:
+                connection.execute(text("DROP SCHEMA public CASCADE"))
+                connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+    request.node.stash[_AT_HEAD] = at_head
     return url
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
+def engine(request: pytest.FixtureRequest, database_url: str) -> Iterator[Engine]:
     engine = connect(database_url)
-    migrate(engine)
+    if not request.node.stash.get(_AT_HEAD, False):
+        migrate(engine)
     yield engine
     engine.dispose()
 
