@@ -1,4 +1,5 @@
-"""What importing a part of P402 loads: the instrumentor, Alembic and psycopg only when used."""
+"""What importing a part of P402 loads: the instrumentor, Alembic, psycopg and (for the command
+line) SQLAlchemy only when used."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ HEAVY = ("p402.instrumentation.instrumentor", "opentelemetry.sdk.trace", "alembi
 )
 def test_the_vocabulary_receiver_and_ledger_load_no_instrumentor_alembic_or_psycopg(statement):
     assert _loaded_after(statement, *HEAVY) == dict.fromkeys(HEAVY, False)
+
+
+def test_the_command_line_loads_no_database_layer_until_a_command_needs_it():
+    assert _loaded_after("import p402.api.cli", "sqlalchemy", *HEAVY) == dict.fromkeys(
+        ("sqlalchemy", *HEAVY), False
+    )
 
 
 def test_the_packages_names_are_there_when_used():

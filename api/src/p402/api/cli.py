@@ -10,7 +10,7 @@ from typing import TextIO
 import click
 
 from p402.api.cli_data import export_command, import_command, tenant
-from p402.ledger.keys import Role
+from p402.instrumentation.vocabulary import Role
 
 __all__ = ["main"]
 

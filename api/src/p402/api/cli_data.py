@@ -18,9 +18,7 @@ from typing import IO, Any, Final, TypeVar
 import click
 
 from p402.api.remote import ApiClient, RemoteError
-from p402.instrumentation.vocabulary import TOTAL_EVENTS_HEADER
-from p402.ledger.events import EQUALITY_FILTERS
-from p402.ledger.exports import EXPORT_FORMATS
+from p402.instrumentation.vocabulary import EVENT_FILTERS, EXPORT_FORMATS, TOTAL_EVENTS_HEADER
 from p402.ledger.provider_csv import CSV_MEDIA_TYPE, looks_like_csv
 from p402.ledger.provider_reports import PROVIDERS
 
@@ -121,7 +119,7 @@ class _Progress:
     "filters",
     multiple=True,
     metavar="NAME=VALUE",
-    help=f"Only matching events; NAME is one of {', '.join(EQUALITY_FILTERS)}. Repeatable.",
+    help=f"Only matching events; NAME is one of {', '.join(EVENT_FILTERS)}. Repeatable.",
 )
 @click.option("--from", "from_", metavar="ISO", help="Start (inclusive), ISO-8601.")
 @click.option("--to", metavar="ISO", help="End (exclusive), ISO-8601.")
@@ -139,9 +137,9 @@ def export_command(
     query: list[tuple[str, str]] = [("format", export_format)]
     for item in filters:
         name, sep, value = item.partition("=")
-        if not sep or name not in EQUALITY_FILTERS:
+        if not sep or name not in EVENT_FILTERS:
             raise click.BadParameter(
-                f"{item!r}: expected NAME=VALUE, NAME one of {', '.join(EQUALITY_FILTERS)}",
+                f"{item!r}: expected NAME=VALUE, NAME one of {', '.join(EVENT_FILTERS)}",
                 param_hint="--filter",
             )
         query.append((name, value))

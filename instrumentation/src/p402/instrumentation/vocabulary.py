@@ -73,10 +73,24 @@ P402_CONTENT_FINGERPRINT_OUTPUT: Final = "p402.content.fingerprint.output"
 P402_ATTEMPT: Final = "p402.attempt"
 P402_EVENT_SIGNATURE: Final = "p402.event.signature"
 
+
+class Role(StrEnum):
+    """What an API key may do: send events, query, or everything (keys included)."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        return self is Role.ADMIN or self is needed
+
+
 API_KEY_HEADER: Final = "x-p402-api-key"
 """The HTTP header that carries a P402 API key (``Authorization: Bearer`` works too)."""
 TOTAL_EVENTS_HEADER: Final = "x-p402-total-events"
 """The header of ``GET /v1/export`` answers: how many events the export holds."""
+EXPORT_FORMATS: Final = ("csv", "bundle", "focus")
+"""The ``format`` of ``GET /v1/export`` (and ``p402 export``)."""
 
 OWNER_DIMENSIONS: Final = (
     "department",
@@ -90,6 +104,21 @@ OWNER_DIMENSIONS: Final = (
     "task_type",
 )
 """The owner dimensions, in the order the API lists them."""
+EVENT_FILTERS: Final = (
+    *OWNER_DIMENSIONS,
+    "model",
+    "model_requested",
+    "provider",
+    "operation",
+    "outcome",
+    "usage_evidence",
+    "cost_evidence",
+    "evidence_status",
+    "policy_result",
+    "privacy_mode",
+)
+"""The query parameters that select events by equality (``GET /v1/events``, exports,
+``p402 export --filter``)."""
 
 OWNER_ATTRIBUTE_PREFIX: Final = "p402.owner."
 

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlmodel import SQLModel
 
 from p402.instrumentation.money import from_picos, usd_str
-from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
+from p402.instrumentation.vocabulary import EVENT_FILTERS, OWNER_DIMENSIONS
 from p402.ledger import holds, owners, rollups
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import EconomicEvent, SpendRollup
@@ -332,17 +332,7 @@ def event_json(row: RowMapping) -> dict[str, Any]:
 # --- filtering -----------------------------------------------------------------------------
 
 EQUALITY_FILTERS: Final[Mapping[str, str]] = {
-    **{dimension: dimension for dimension in OWNER_DIMENSIONS},
-    "model": "model_used",
-    "model_requested": "model_requested",
-    "provider": "provider",
-    "operation": "operation",
-    "outcome": "outcome",
-    "usage_evidence": "usage_evidence",
-    "cost_evidence": "cost_evidence",
-    "evidence_status": "evidence_status",
-    "policy_result": "policy_result",
-    "privacy_mode": "privacy_mode",
+    name: "model_used" if name == "model" else name for name in EVENT_FILTERS
 }
 """Query parameter → column, for the filters that compare for equality."""
 

@@ -28,6 +28,7 @@ from typing import IO, Any, Final
 from sqlalchemy import Engine
 
 from p402.instrumentation.money import usd_str
+from p402.instrumentation.vocabulary import EXPORT_FORMATS
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.events import EVENT_FIELDS, EventFilter, list_events
 from p402.ledger.focus import FOCUS_COLUMNS, focus_row
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 PAGE_ROWS: Final = 1000
-EXPORT_FORMATS: Final = ("csv", "bundle", "focus")
 BUNDLE_FILES: Final = ("events.csv", "events.json", "summary.json", "manifest.json")
 _SUMMARY_DIMENSIONS: Final = ("department", "project", "provider", "model_used")
 

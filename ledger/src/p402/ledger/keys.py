@@ -13,13 +13,13 @@ import secrets
 import threading
 import weakref
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import Engine, Row, and_, bindparam, or_, select, update
 from sqlmodel import Session, col
 from sqlmodel import select as select_model
 
+from p402.instrumentation.vocabulary import Role
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import ApiKey, Tenant
 
@@ -44,15 +44,6 @@ __all__ = [
 ]
 
 KEY_PREFIX: Final = "p402_"
-
-
-class Role(StrEnum):
-    INGEST = "ingest"
-    READ = "read"
-    ADMIN = "admin"
-
-    def allows(self, needed: Role) -> bool:
-        return self is Role.ADMIN or self is needed
 
 
 @dataclass(frozen=True, slots=True)
