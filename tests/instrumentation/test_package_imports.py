@@ -1,5 +1,5 @@
-"""What importing a part of P402 loads: the instrumentor, Alembic, psycopg and (for the command
-line) SQLAlchemy only when used."""
+"""What importing a part of P402 loads: the instrumentor, Alembic, psycopg, fpdf2 and (for the
+command line) SQLAlchemy only when used."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def test_the_command_line_loads_no_database_layer_until_a_command_needs_it():
     assert _loaded_after("import p402.api.cli", "sqlalchemy", *HEAVY) == dict.fromkeys(
         ("sqlalchemy", *HEAVY), False
     )
+
+
+def test_receipt_documents_load_fpdf_only_when_one_is_made():
+    statement = "import p402.settlement.documents as documents"
+    assert _loaded_after(statement, "fpdf") == {"fpdf": False}
 
 
 def test_the_packages_names_are_there_when_used():

@@ -14,10 +14,11 @@ import csv
 import io
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from fpdf import FPDF
-from fpdf.enums import MethodReturnValue, XPos, YPos
+if TYPE_CHECKING:
+    from fpdf import FPDF
+    from fpdf.enums import MethodReturnValue, XPos, YPos
 
 __all__ = ["CSV_COLUMNS", "receipt_pdf", "receipts_csv"]
 
@@ -154,7 +155,15 @@ class _Page:
     BOTTOM: Final = 10.0  # mm kept free at the foot of the page
 
     def __init__(self, title: str) -> None:
-        self.pdf = FPDF(orientation="portrait", unit="mm", format="A4")
+        # fpdf2 (with fontTools and Pillow) is loaded by the first document, not by every
+        # process that imports this module: a server that never renders one never pays for it.
+        from fpdf import FPDF
+        from fpdf.enums import MethodReturnValue, XPos, YPos
+
+        self._left: XPos = XPos.LMARGIN
+        self._next: YPos = YPos.NEXT
+        self._lines: MethodReturnValue = MethodReturnValue.LINES
+        self.pdf: FPDF = FPDF(orientation="portrait", unit="mm", format="A4")
         self.pdf.core_fonts_encoding = _PDF_ENCODING
         self.pdf.set_auto_page_break(False)
         self.pdf.set_margins(16, 12, 16)
@@ -163,9 +172,7 @@ class _Page:
         self.pdf.add_page()
 
     def _clipped(self, text: str, width: float, max_lines: int) -> str:
-        lines = self.pdf.multi_cell(
-            width, self.LINE, text, dry_run=True, output=MethodReturnValue.LINES
-        )
+        lines = self.pdf.multi_cell(width, self.LINE, text, dry_run=True, output=self._lines)
         assert isinstance(lines, list)
         if len(lines) <= max_lines:
             return text
@@ -175,17 +182,17 @@ class _Page:
 
     def heading(self, title: str, subtitle: str) -> None:
         self.pdf.set_font("Helvetica", "B", 16)
-        self.pdf.cell(0, 8, _printable(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.cell(0, 8, _printable(title), new_x=self._left, new_y=self._next)
         self.pdf.set_font("Helvetica", "", 9)
         self.pdf.set_text_color(90, 90, 90)
         subtitle = self._clipped(_printable(subtitle), self.pdf.epw, 1)
-        self.pdf.cell(0, 5, subtitle, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.cell(0, 5, subtitle, new_x=self._left, new_y=self._next)
         self.pdf.set_text_color(0, 0, 0)
 
     def section(self, title: str) -> None:
         self.pdf.ln(1.8)
         self.pdf.set_font("Helvetica", "B", 10.5)
-        self.pdf.cell(0, 5.5, _printable(title), border="B", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.cell(0, 5.5, _printable(title), border="B", new_x=self._left, new_y=self._next)
         self.pdf.ln(0.8)
 
     def row(self, label: str, value: str, *, mono: bool = False, max_lines: int = 1) -> None:
@@ -194,7 +201,7 @@ class _Page:
         self.pdf.set_font("Courier" if mono else "Helvetica", "", 8 if mono else 8.5)
         width = self.pdf.epw - self.LABEL_WIDTH
         text = self._clipped(_printable(value), width, max_lines)
-        self.pdf.multi_cell(width, self.LINE, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT, align="L")
+        self.pdf.multi_cell(width, self.LINE, text, new_x=self._left, new_y=self._next, align="L")
 
     def list_row(self, label: str, values: Sequence[str], *, max_lines: int = 1) -> None:
         """A row of as many of ``values`` as fit, then how many more there are."""
@@ -204,7 +211,7 @@ class _Page:
         for count in range(min(len(values), 12), 0, -1):
             candidate = _printable(_joined(values, count))
             lines = self.pdf.multi_cell(
-                width, self.LINE, candidate, dry_run=True, output=MethodReturnValue.LINES
+                width, self.LINE, candidate, dry_run=True, output=self._lines
             )
             if isinstance(lines, list) and len(lines) <= max_lines:
                 shown = candidate
@@ -214,7 +221,7 @@ class _Page:
     def paragraph(self, text: str, *, mono: bool = False) -> None:
         self.pdf.set_font("Courier" if mono else "Helvetica", "", 8 if mono else 8.5)
         text = self._clipped(_printable(text), self.pdf.epw, 4)
-        self.pdf.multi_cell(0, self.LINE, text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.pdf.multi_cell(0, self.LINE, text, new_x=self._left, new_y=self._next)
 
     def bytes(self) -> bytes:
         if self.pdf.get_y() > self.pdf.h - self.BOTTOM:  # a layout bug, never the data
