@@ -1,4 +1,5 @@
-"""The names P402 speaks: span attribute keys and the values they may take.
+"""The names P402 speaks: span attribute keys and the values they may take, and the names its
+API and command line answer to (roles, headers, filters, formats).
 
 This is the one place that spells them. Standard OpenTelemetry GenAI semantic-convention
 names are used where they exist; the ``p402.*`` names extend them for attribution, evidence
