@@ -201,14 +201,14 @@ def _content(
 _OWNER_DIMENSION_OF: Final = {
     v.owner_attribute(dimension): dimension for dimension in v.OWNER_DIMENSIONS
 }
-_OWNER_KEYS: Final = frozenset(_OWNER_DIMENSION_OF)
 
 
 def _owners(attributes: dict[str, Any]) -> dict[str, Any]:
     """The owner dimensions the span names (validated), by dimension."""
     # Only the owner attributes present are looked at: a set intersection, in C.
     owners = {
-        _OWNER_DIMENSION_OF[key]: _text(attributes, key) for key in _OWNER_KEYS & attributes.keys()
+        _OWNER_DIMENSION_OF[key]: _text(attributes, key)
+        for key in _OWNER_DIMENSION_OF.keys() & attributes.keys()
     }
     if owners.get("session") is None:
         owners["session"] = _text(attributes, v.GEN_AI_CONVERSATION_ID)
