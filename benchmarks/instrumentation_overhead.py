@@ -30,6 +30,15 @@ runs in this process, so protobuf encoding and the HTTP POST are included). The 
 process turns Nagle's algorithm off (see ``_serve``): otherwise every non-streaming call
 waits ~40 ms for a delayed ACK and latency measures that stall.
 
+Cores (``--pin``, the default on a machine with two or more CPUs). In production the provider
+runs elsewhere; here its stand-in shares the machine. Unpinned, on two cores, a client thread
+working in the background (P402's recorder, the stock span processor's exporter) can take the
+core the stand-in needs to write the stream, and the call then waits for the stand-in, not for
+the instrumentation. So this process and all of its threads run on the first CPU it may use,
+and the two server processes on the others. The application's thread and the
+instrumentation's thread still share one core (and one GIL, as they would anyway), so their
+contention is measured; only the stand-in's is taken out. ``--no-pin`` measures unpinned.
+
 One measurement, a *block*: instrument the variant, make a few untimed calls and flush them,
 then ``K`` timed calls, then ``force_flush()`` (P402) or ``provider.force_flush()`` (stock)
 *inside* the CPU measurement, so exporting the block's spans is charged to it; then
@@ -110,8 +119,10 @@ FLUSH_TIMEOUT_MS = 30_000
 # --------------------------------------------------------------------------- the servers
 
 
-def _serve(role: str) -> None:
+def _serve(role: str, cpus: str | None) -> None:
     """Child process: run one server, print its coordinates as JSON, stop at stdin EOF."""
+    if cpus:
+        os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
     if role == "standin":
         import socketserver
 
@@ -145,9 +156,10 @@ def _serve(role: str) -> None:
 
 
 @contextmanager
-def _server_process(role: str) -> Iterator[dict[str, str]]:
+def _server_process(role: str, cpus: set[int] | None) -> Iterator[dict[str, str]]:
+    pinned = ["--cpus", ",".join(map(str, sorted(cpus)))] if cpus else []
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve", role],
+        [sys.executable, __file__, "--serve", role, *pinned],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -746,11 +758,18 @@ def main() -> None:
     parser.add_argument(
         "--instruction-repeats", type=int, default=2, help="callgrind blocks per variant"
     )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="this process on one CPU, the servers on the others (default: with >= 2 CPUs)",
+    )
     parser.add_argument("--serve", choices=["standin", "receiver"], help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", help=argparse.SUPPRESS)
     parser.add_argument("--count-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        _serve(args.serve)
+        _serve(args.serve, args.cpus)
         return
     if args.count_child:
         _count_blocks(args)
@@ -764,10 +783,19 @@ def main() -> None:
     for name in ("opentelemetry", "p402"):
         logging.getLogger(name).addHandler(problems)
 
+    available = sorted(os.sched_getaffinity(0))
+    pin = len(available) >= 2 if args.pin is None else args.pin
+    if pin and len(available) < 2:
+        parser.error(f"--pin needs two CPUs; this process may use {len(available)}")
+    server_cpus = set(available[1:]) if pin else None
+    if pin:
+        # before any thread starts: every thread of this process inherits it
+        os.sched_setaffinity(0, {available[0]})
+
     with (
         tempfile.TemporaryDirectory(prefix="p402-bench-spool-") as spool,
-        _server_process("standin") as standin,
-        _server_process("receiver") as receiver,
+        _server_process("standin", server_cpus) as standin,
+        _server_process("receiver", server_cpus) as receiver,
     ):
         # Batches P402 could not deliver would otherwise be left in ~/.cache/p402/spool/,
         # under the hash of this run's random receiver port, forever.
@@ -782,6 +810,10 @@ def main() -> None:
         names = [variant.name for variant in variants]
         results = Results()
         print(f"stand-in provider {standin['url']}, P402 receiver {receiver['url']}")
+        if server_cpus:
+            print(f"pinned: this process on CPU {available[0]}, the servers on {server_cpus}")
+        else:
+            print(f"not pinned: every process may use CPUs {set(available)}")
         print(f"stock OTel sanity check: {_sanity_check_stock(client, provider_url)} spans (2)")
 
         started = time.monotonic()
