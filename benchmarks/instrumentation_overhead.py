@@ -849,6 +849,10 @@ def main() -> None:
             print("callgrind: one block per mode and variant, in a child process")
             per_call = count_instructions(args, provider_url, receiver, spool)
             report_instructions(per_call, results, args.instruction_calls)
+            # the child's calls, its first pass included, were metered into the same ledger
+            for mode in MODES:
+                passes = 1 + args.instruction_repeats
+                results.count(mode, "P402", passes * (args.untimed + args.instruction_calls))
 
         print()
         expected = {mode: results.calls.get((mode, "P402"), 0) for mode in MODES}
