@@ -126,12 +126,12 @@ class EconomicEvent(SQLModel, table=True):
     cost_evidence: str = Field(max_length=32)
     usage_evidence: str = Field(max_length=32)
     price_version: str | None = Field(default=None, max_length=120)
+    # Set once an event is re-rated: the figures it was first recorded with, and when.
     original_cost_picos: int | None = Field(default=None, sa_column=_bigint())
     original_price_version: str | None = Field(default=None, max_length=120)
     rerated_ms: int | None = Field(default=None, sa_column=_bigint())
     batch: str | None = Field(default=None, max_length=32, index=True)
     """The ingest request that wrote the row: what the rollups add, exactly once."""
-    """Set once an event is re-rated: the figures it was first recorded with, and when."""
 
     policy_result: str = Field(default="allowed", max_length=16)
     policy_reason: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
