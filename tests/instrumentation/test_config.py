@@ -95,3 +95,22 @@ def test_registry_maps_urls_to_provider_routes(url, expected):
     parsed = httpx.URL(url)
     route = registry.match(url, parsed.host, parsed.path)
     assert (route and (route.name, route.format)) == (expected and expected)
+
+
+def test_owner_defaults_also_come_from_the_resource_attributes_and_p402_owner_wins():
+    env = {
+        "OTEL_RESOURCE_ATTRIBUTES": (
+            "service.name=contracts, p402.owner.department=finance,"
+            "p402.owner.project=legal%20review,p402.owner.colour=blue,p402.owner.employee="
+        ),
+        "P402_OWNER_DEPARTMENT": "legal",
+    }
+    config = P402Config.load(env)
+    assert config.owner_defaults == {"department": "legal", "project": "legal review"}
+    assert P402Config.load(env, owner_defaults={"project": "phoenix"}).owner_defaults == {
+        "department": "legal",
+        "project": "phoenix",
+    }
+    assert (
+        P402Config.load({"OTEL_RESOURCE_ATTRIBUTES": "p402.owner.department"}).owner_defaults == {}
+    )

@@ -200,3 +200,30 @@ def test_text_attributes_of_other_types_are_stored_as_text():
     span = _span({**P402_SPAN, "p402.owner.project": 1234, "error.type": 429})
     (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
     assert (record.project, record.error_type) == ("1234", "429")
+
+
+def test_owners_the_span_leaves_out_come_from_its_resource():
+    resource = {
+        "service.name": "contracts-api",
+        "p402.owner.department": "finance",  # the span names legal: the span wins
+        "p402.owner.project": "contracts",
+        "p402.owner.session": "from-the-resource",  # the conversation id wins
+        "p402.owner.colour": "blue",  # not a dimension
+    }
+    attributes = {**P402_SPAN, "gen_ai.conversation.id": "conversation-7"}
+    span = PlainSpan(
+        "0af7651916cd43dd8448eb211c80319c", "00000000000000a1", "chat", START_NS, START_NS,
+        attributes, resource,
+    )  # fmt: skip
+    (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
+    assert (record.department, record.project, record.session) == (
+        "legal",
+        "contracts",
+        "conversation-7",
+    )
+    assert record.employee is None
+
+    bare = {k: v for k, v in P402_SPAN.items() if not k.startswith("p402.owner.")}
+    span = PlainSpan("", "", "chat", START_NS, START_NS, bare, resource)
+    (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
+    assert (record.department, record.session) == ("finance", "from-the-resource")

@@ -9,7 +9,7 @@ keyword                    environment                       default
 ``providers``              ``P402_PROVIDERS``                none
 ``enforcement``            ``P402_ENFORCEMENT``              ``cached``
 ``fail_mode``              ``P402_FAIL_MODE``                ``open``
-``owner_defaults``         ``P402_OWNER_<DIMENSION>``        none
+``owner_defaults``         ``P402_OWNER_<DIMENSION>``        none (see below)
 ``include_stream_usage``   ``P402_INCLUDE_STREAM_USAGE``     ``true``
 ``spool_dir``              ``P402_SPOOL_DIR``                ``$XDG_CACHE_HOME/p402/spool/<hash>``
 ``spool_max_bytes``        ``P402_SPOOL_MAX_BYTES``          ``67108864`` (64 MiB)
@@ -17,6 +17,10 @@ keyword                    environment                       default
 ``signing_key``            ``P402_SIGNING_KEY``              derived from the API key
 ``redact_patterns``        ``P402_REDACT_PATTERNS``          none (a JSON array of regexes)
 =========================  ================================  =======================================
+
+``owner_defaults`` are also read from the service's resource: the ``p402.owner.<dimension>``
+entries of ``OTEL_RESOURCE_ATTRIBUTES`` (``P402_OWNER_<DIMENSION>`` wins over them, keywords
+over both).
 
 ``spool_dir`` holds the batches of events the endpoint could not take yet (see
 :mod:`p402.instrumentation._spool`); by default it is ``~/.cache/p402/spool/`` (or
@@ -36,10 +40,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import unquote
 
 from p402.instrumentation.exceptions import ConfigurationError
 from p402.instrumentation.providers import ProviderRoute, parse_providers
-from p402.instrumentation.vocabulary import OWNER_DIMENSIONS, PrivacyMode
+from p402.instrumentation.vocabulary import OWNER_ATTRIBUTE_PREFIX, OWNER_DIMENSIONS, PrivacyMode
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -116,6 +121,20 @@ def _patterns(value: str) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def _resource_owners(resource_attributes: str) -> dict[str, str]:
+    """The ``p402.owner.<dimension>`` entries of ``OTEL_RESOURCE_ATTRIBUTES``
+    (``key=value,...``, values percent-encoded), read as OpenTelemetry's SDK reads them."""
+    owners: dict[str, str] = {}
+    for pair in resource_attributes.split(","):
+        key, equals, value = pair.partition("=")
+        key = key.strip()
+        dimension = key.removeprefix(OWNER_ATTRIBUTE_PREFIX)
+        text = unquote(value.strip())
+        if equals and text and dimension != key and dimension in OWNER_DIMENSIONS:
+            owners[dimension] = text
+    return owners
+
+
 def default_spool_dir(endpoint: str, environ: Mapping[str, str] | None = None) -> Path:
     """``$XDG_CACHE_HOME/p402/spool/<hash of endpoint>``, ``~/.cache`` without the variable."""
     env = os.environ if environ is None else environ
@@ -157,11 +176,12 @@ class P402Config:
         providers = pick("providers", "P402_PROVIDERS") or ()
         if isinstance(providers, str):
             providers = parse_providers(providers)
-        owner_defaults = {
-            dimension: value
+        owner_defaults = _resource_owners(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+        owner_defaults.update(
+            (dimension, value)
             for dimension in OWNER_DIMENSIONS
             if (value := env.get(f"P402_OWNER_{dimension.upper()}"))
-        }
+        )
         owner_defaults.update(keywords.get("owner_defaults") or {})
         stream_usage = pick("include_stream_usage", "P402_INCLUDE_STREAM_USAGE")
         if isinstance(stream_usage, str):

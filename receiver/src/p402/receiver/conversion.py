@@ -203,8 +203,9 @@ _OWNER_DIMENSION_OF: Final = {
 }
 
 
-def _owners(attributes: dict[str, Any]) -> dict[str, Any]:
-    """The owner dimensions the span names (validated), by dimension."""
+def _owners(attributes: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+    """The owner dimensions the span names (validated), by dimension; a dimension it leaves
+    out is taken from its resource (e.g. ``OTEL_RESOURCE_ATTRIBUTES`` of the service)."""
     # Only the owner attributes present are looked at: a set intersection, in C.
     owners = {
         _OWNER_DIMENSION_OF[key]: _text(attributes, key)
@@ -212,6 +213,10 @@ def _owners(attributes: dict[str, Any]) -> dict[str, Any]:
     }
     if owners.get("session") is None:
         owners["session"] = _text(attributes, v.GEN_AI_CONVERSATION_ID)
+    for key in _OWNER_DIMENSION_OF.keys() & resource.keys():
+        dimension = _OWNER_DIMENSION_OF[key]
+        if owners.get(dimension) is None:
+            owners[dimension] = _text(resource, key)
     return owners
 
 
@@ -297,7 +302,7 @@ def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
         price_version=computed_with,
         policy_result=_choice(a, v.P402_POLICY_RESULT, v.PolicyResult, _ALLOWED),
         policy_reason=_text(a, v.P402_POLICY_REASON, 4000),
-        **_owners(a),
+        **_owners(a, span.resource),
         response_id=response_id,
         trace_id=span.trace_id,
         span_id=span.span_id,
