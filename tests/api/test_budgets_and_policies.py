@@ -380,3 +380,19 @@ def test_invalid_authorizations_answer_400(client, keys, body, message):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_authorization"
     assert message in response.json()["error"]["message"]
+
+
+def test_policies_page_with_a_cursor_and_every_page_has_the_tier_overrides(client, keys):
+    policies = [{"department": name, "max_model": "gpt-5"} for name in ("c", "a", "b")]
+    assert _put(client, keys["admin"], "/v1/policies", policies).status_code == 200
+    first = client.get("/v1/policies?limit=2", headers=_headers(keys["read"])).json()
+    assert [p["department"] for p in first["data"]] == ["a", "b"]
+    rest = client.get(
+        f"/v1/policies?limit=2&cursor={first['next_cursor']}", headers=_headers(keys["read"])
+    ).json()
+    assert ([p["department"] for p in rest["data"]], rest["next_cursor"]) == (["c"], None)
+    assert "tier_overrides" in first and rest["tier_overrides"] == first["tier_overrides"]
+    everything = client.get("/v1/policies", headers=_headers(keys["read"])).json()
+    assert [p["department"] for p in everything["data"]] == ["a", "b", "c"]
+    bad = client.get("/v1/policies?cursor=zzz", headers=_headers(keys["read"]))
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_cursor")

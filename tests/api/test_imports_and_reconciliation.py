@@ -4,6 +4,7 @@ the metered events, over HTTP on both databases."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from p402.ledger.clock import from_iso
 from p402.ledger.events import EventRecord, insert_events
 from p402.ledger.imports import IMPORTED
 from p402.ledger.keys import resolve_key
+from p402.ledger.rollups import DAY_MS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "imports"
 JSON = {"content-type": "application/json"}
@@ -347,3 +349,62 @@ def test_the_formulas_are_in_the_openapi_description(client):
         "metered_unowned_usd",
     ):
         assert formula in operation["description"]
+
+
+def _pages(client, key, path):
+    """Every item of a list, a page of two at a time, and the answers of each page."""
+    pages = []
+    cursor = None
+    while True:
+        query = f"{'&' if '?' in path else '?'}limit=2" + (f"&cursor={cursor}" if cursor else "")
+        answer = client.get(path + query, headers={"x-p402-api-key": key})
+        assert answer.status_code == 200, answer.text
+        pages.append(answer.json())
+        cursor = pages[-1]["next_cursor"]
+        if cursor is None:
+            return [item for page in pages for item in page["data"]], pages
+
+
+def test_reconciliation_rows_page_with_a_cursor_and_totals_cover_every_page(client, keys, engine):
+    tenant = resolve_key(engine, keys["read"]).tenant_id
+    base = _event("e0", cost_usd_cents=10, input_tokens=5, output_tokens=5)
+    events = [
+        replace(base, event_id=f"e{day}{model}", ts_ms=base.ts_ms + day * DAY_MS, model_used=model)
+        for day in range(3)
+        for model in ("gpt-5-mini", "gpt-5")
+    ]
+    insert_events(engine, tenant, events[:5])
+    path = "/v1/reconciliation?provider=openai"
+    whole = client.get(path + "&limit=1000", headers={"x-p402-api-key": keys["read"]}).json()
+    assert len(whole["data"]) == 5 and whole["next_cursor"] is None
+    rows, pages = _pages(client, keys["read"], path)
+    assert rows == whole["data"]
+    assert [len(page["data"]) for page in pages] == [2, 2, 1]
+    assert all(page["totals"] == whole["totals"] for page in pages)
+    assert whole["totals"][0]["metered_events"] == 5
+    bad = client.get(path + "&cursor=zzz", headers={"x-p402-api-key": keys["read"]})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
+def test_import_mapping_rules_page_with_a_cursor(client, keys):
+    rules = [
+        {"provider": provider, "field": field, "value": value, "department": "legal"}
+        for provider, field, value in [
+            ("openai", "project_id", "proj_b"),
+            ("anthropic", "workspace_id", "wrkspc_a"),
+            ("openai", "project_id", "proj_a"),
+            ("anthropic", "api_key_id", "apikey_a"),
+            ("openai", "api_key_id", "key_a"),
+        ]
+    ]
+    put = client.put("/v1/imports/mappings", json=rules, headers={"x-p402-api-key": keys["admin"]})
+    assert put.status_code == 200, put.text
+    listed, pages = _pages(client, keys["read"], "/v1/imports/mappings")
+    assert [(rule["provider"], rule["field"], rule["value"]) for rule in listed] == [
+        ("anthropic", "api_key_id", "apikey_a"),
+        ("anthropic", "workspace_id", "wrkspc_a"),
+        ("openai", "api_key_id", "key_a"),
+        ("openai", "project_id", "proj_a"),
+        ("openai", "project_id", "proj_b"),
+    ]
+    assert len(pages) == 3

@@ -162,6 +162,18 @@ def test_webhooks_are_configured_by_admins_and_secrets_shown_once(engine, api, k
     assert api.get("/v1/webhooks", headers=globex_admin).json()["data"] == []
 
 
+def test_webhooks_page_with_a_cursor_oldest_first(engine, api):
+    _, admin = _admin(engine)
+    urls = [f"https://hooks.example/{name}" for name in ("c", "a", "b")]
+    assert api.put("/v1/webhooks", json=[{"url": url} for url in urls], headers=admin).is_success
+    first = api.get("/v1/webhooks?limit=2", headers=admin).json()
+    rest = api.get(f"/v1/webhooks?limit=2&cursor={first['next_cursor']}", headers=admin).json()
+    assert [hook["url"] for hook in first["data"] + rest["data"]] == sorted(urls)
+    assert (len(first["data"]), rest["next_cursor"]) == (2, None)
+    bad = api.get("/v1/webhooks?cursor=zzz", headers=admin)
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

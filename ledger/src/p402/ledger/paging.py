@@ -1,18 +1,23 @@
 """Cursor pagination for the ledger's lists: a page and the opaque cursor that continues it,
-and newest-first paging of lists keyed by a time and a string id (alerts, anomalies), the same
-``{"data", "next_cursor"}`` pages as the event list."""
+newest-first paging of lists keyed by a time and a string id (alerts, anomalies), the same
+``{"data", "next_cursor"}`` pages as the event list, and paging of short lists made whole in
+memory (policies, import mappings, reconciliation rows)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+import bisect
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, Connection, RowMapping, Select, and_, or_
 
-__all__ = ["InvalidCursor", "Page", "decode_cursor", "encode_cursor", "newest_first"]
+__all__ = ["InvalidCursor", "Page", "decode_cursor", "encode_cursor", "newest_first", "page_of"]
+
+_T = TypeVar("_T")
 
 
 class InvalidCursor(ValueError):
@@ -65,3 +70,33 @@ def newest_first(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1][time_column.name], rows[-1][key_column.name])
     return Page([render(row) for row in rows], next_cursor)
+
+
+def page_of(
+    items: Sequence[_T],
+    *,
+    key: Callable[[_T], tuple[str, ...]],
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[_T], str | None]:
+    """``limit`` of ``items`` (in increasing order of ``key``, each key once) after ``cursor``,
+    and the cursor of the next page; raises :class:`InvalidCursor` for a foreign cursor."""
+    start = 0
+    if cursor:
+        width, text = decode_cursor(cursor)
+        try:
+            after = json.loads(text)
+        except ValueError:
+            after = None
+        if (
+            not isinstance(after, list)
+            or len(after) != width
+            or not all(isinstance(part, str) for part in after)
+        ):
+            raise InvalidCursor(f"invalid cursor: {cursor!r}")
+        start = bisect.bisect_right(items, tuple(after), key=key)
+    page = list(items[start : start + limit])
+    if start + limit >= len(items):
+        return page, None
+    last = key(page[-1])
+    return page, encode_cursor(len(last), json.dumps(last, ensure_ascii=False))

@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 from litestar import Request, get, put
 from litestar.datastructures import State
-from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
 from p402.api.openapi_bodies import BUDGETS
-from p402.api.routes.filters import MAX_LIMIT
+from p402.api.routes.filters import Cursor, Limit
 from p402.api.routes.json_bodies import json_items
 from p402.instrumentation.money import from_picos, usd_str
 from p402.ledger import clock
@@ -93,13 +92,9 @@ def _page(
     return states, None
 
 
-_Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT)]
-_Cursor = Annotated[str | None, Parameter(required=False)]
-
-
 @get("/v1/budgets", opt={"role": "read"}, tags=["budgets"], sync_to_thread=True)
 def get_budgets(
-    engine: LedgerEngine, identity: CallerIdentity, limit: _Limit = 100, cursor: _Cursor = None
+    engine: LedgerEngine, identity: CallerIdentity, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     """The tenant's budgets with ``spent_usd``, ``held_usd``, ``remaining_usd``,
     ``consumed_pct``, ``projected_usd`` and ``status`` for the current UTC period."""
@@ -109,7 +104,7 @@ def get_budgets(
 
 @get("/v1/projections", opt={"role": "read"}, tags=["budgets"], sync_to_thread=True)
 def get_projections(
-    engine: LedgerEngine, identity: CallerIdentity, limit: _Limit = 100, cursor: _Cursor = None
+    engine: LedgerEngine, identity: CallerIdentity, limit: Limit = 100, cursor: Cursor = None
 ) -> dict[str, Any]:
     """Per budget: spent so far, velocity per day, the end-of-period projection
     (``spent * period length / elapsed``), the cap, and the overage when it passes the cap."""

@@ -13,6 +13,8 @@ from p402.ledger.events import EventFilter
 __all__ = [
     "MAX_LIMIT",
     "NO_NUL",
+    "Cursor",
+    "Limit",
     "RangeEnd",
     "RangeStart",
     "TextFilter",
@@ -21,6 +23,10 @@ __all__ = [
 ]
 
 MAX_LIMIT = 1000
+Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT)]
+"""A list's ``limit``: at most ``MAX_LIMIT`` items a page (the routes default to 100)."""
+Cursor = Annotated[str | None, Parameter(required=False)]
+"""A list's ``cursor``: the ``next_cursor`` of the page before."""
 
 NO_NUL: Final = "^[^\\x00]*$"
 TextFilter = Annotated[str | None, Parameter(required=False, pattern=NO_NUL)]

@@ -13,6 +13,7 @@ from litestar.params import FromPath, JSONBody
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
 from p402.api.openapi_bodies import IMPORT_MAPPING, PROVIDER_REPORT
+from p402.api.routes.filters import Cursor, Limit
 from p402.api.routes.json_bodies import json_document, refuse_nul
 from p402.ledger.imports import (
     ImportOutcome,
@@ -22,6 +23,7 @@ from p402.ledger.imports import (
     mapping_rules,
     replace_mapping,
 )
+from p402.ledger.paging import InvalidCursor, page_of
 from p402.ledger.provider_csv import CSV_MEDIA_TYPE, InvalidRows, read_csv
 from p402.ledger.provider_reports import PROVIDERS, InvalidReport, read_report
 
@@ -115,11 +117,22 @@ def _rules_json(rules: list[MappingRule]) -> list[dict[str, str | None]]:
 
 
 @get("/v1/imports/mappings", opt={"role": "read"}, tags=["imports"], sync_to_thread=True)
-def get_import_mappings(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
-    """The tenant's import mapping: provider-side ids → department, project, employee."""
+def get_import_mappings(
+    engine: LedgerEngine, identity: CallerIdentity, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """The tenant's import mapping: provider-side ids → department, project, employee; by
+    provider, field and value, ``limit`` rules a page."""
     with engine.connect() as connection:
         rules = mapping_rules(connection, identity.tenant_id)
-    return {"data": _rules_json(rules), "next_cursor": None}
+    try:
+        page, next_cursor = page_of(rules, key=_rule_key, limit=limit, cursor=cursor)
+    except InvalidCursor as error:
+        raise ApiError(400, "invalid_cursor", str(error)) from None
+    return {"data": _rules_json(page), "next_cursor": next_cursor}
+
+
+def _rule_key(rule: MappingRule) -> tuple[str, str, str]:
+    return (rule.provider, rule.field, rule.value)
 
 
 @put(

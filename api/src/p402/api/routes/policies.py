@@ -21,7 +21,9 @@ from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError, error_answer
 from p402.api.openapi_bodies import AUTHORIZATION, POLICIES
 from p402.api.routes.budgets import json_items
+from p402.api.routes.filters import Cursor, Limit
 from p402.instrumentation.money import from_picos, parse_usd, to_picos, usd_str
+from p402.instrumentation.policy_rules import TierPolicy
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS
 from p402.ledger import clock
 from p402.ledger.holds import (
@@ -33,6 +35,7 @@ from p402.ledger.holds import (
     authorize,
 )
 from p402.ledger.keys import Role, forget_identity
+from p402.ledger.paging import InvalidCursor, page_of
 from p402.ledger.policies import (
     DEFAULT_REFRESH_SECONDS,
     InvalidPolicy,
@@ -73,22 +76,40 @@ _AUTHORIZE_FIELDS: Final = frozenset(
 )
 
 
-def _policies_body(engine: LedgerEngine, tenant_id: int) -> dict[str, Any]:
+def _policies_body(
+    engine: LedgerEngine, tenant_id: int, limit: int | None = None, cursor: str | None = None
+) -> dict[str, Any]:
+    """A page of the policies (every one without ``limit``) and all the tier overrides."""
     with engine.connect() as connection:
         overrides = tier_overrides(connection, tenant_id)
         policies = list_policies(connection, tenant_id)
+    next_cursor = None
+    if limit is not None:
+        try:
+            policies, next_cursor = page_of(
+                policies, key=_by_department, limit=limit, cursor=cursor
+            )
+        except InvalidCursor as error:
+            raise ApiError(400, "invalid_cursor", str(error)) from None
     return {
         "data": [policy_json(policy, overrides) for policy in policies],
         "tier_overrides": {model: tier.value for model, tier in sorted(overrides.items())},
-        "next_cursor": None,
+        "next_cursor": next_cursor,
     }
 
 
+def _by_department(policy: TierPolicy) -> tuple[str]:
+    return (policy.department,)
+
+
 @get("/v1/policies", opt={"role": "read"}, tags=["policies"], sync_to_thread=True)
-def get_policies(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
+def get_policies(
+    engine: LedgerEngine, identity: CallerIdentity, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
     """Department policies (``department``, ``min_model``, ``max_model``, the tiers they stand
-    for, ``routing``) and the tenant's model tier overrides."""
-    return _policies_body(engine, identity.tenant_id)
+    for, ``routing``), by department, ``limit`` a page; and, on every page, the tenant's model
+    tier overrides."""
+    return _policies_body(engine, identity.tenant_id, limit, cursor)
 
 
 def _write_policies(engine: LedgerEngine, tenant_id: int, items: list[Any]) -> None:

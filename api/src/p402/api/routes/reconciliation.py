@@ -8,7 +8,9 @@ from litestar import get
 from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
-from p402.api.routes.filters import RangeEnd, RangeStart, parse_time
+from p402.api.errors import ApiError
+from p402.api.routes.filters import Cursor, Limit, RangeEnd, RangeStart, parse_time
+from p402.ledger.paging import InvalidCursor, page_of
 from p402.ledger.reconciliation import reconcile
 
 __all__ = ["get_reconciliation"]
@@ -24,11 +26,13 @@ def get_reconciliation(
     ] = None,
     from_: RangeStart = None,
     to: RangeEnd = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
 ) -> dict[str, Any]:
     """Provider-reported cost and tokens (imported reports) against the metered events (the
     spend rollup), per provider, UTC day and model, over the whole UTC days overlapping
-    ``[from, to)``; ``totals`` per provider. Without ``provider``: every provider with
-    imported reports.
+    ``[from, to)``, ``limit`` rows a page; ``totals`` per provider, over the whole range, on
+    every page. Without ``provider``: every provider with imported reports.
 
     With provider tokens and metered tokens each side's input plus output tokens (cache and
     reasoning tokens are inside those totals):
@@ -62,4 +66,13 @@ def get_reconciliation(
             from_ms=parse_time(from_, "from"),
             to_ms=parse_time(to, "to"),
         )
-    return {"data": rows, "totals": totals, "next_cursor": None}
+    try:
+        page, next_cursor = page_of(rows, key=_row_key, limit=limit, cursor=cursor)
+    except InvalidCursor as error:
+        raise ApiError(400, "invalid_cursor", str(error)) from None
+    return {"data": page, "totals": totals, "next_cursor": next_cursor}
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    """The order of the rows: provider, day (an ISO date), model (none first)."""
+    return (row["provider"], row["day"], row["model"] or "")

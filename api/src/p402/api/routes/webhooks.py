@@ -10,18 +10,34 @@ from litestar.datastructures import State
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
 from p402.api.openapi_bodies import WEBHOOKS
+from p402.api.routes.filters import Cursor, Limit
 from p402.api.routes.json_bodies import json_document
 from p402.ledger.clock import now_ms
+from p402.ledger.paging import InvalidCursor, page_of
 from p402.ledger.webhooks import InvalidWebhooks, list_webhooks, read_webhook_specs, set_webhooks
 
 __all__ = ["get_webhooks", "put_webhooks"]
 
 
 @get("/v1/webhooks", opt={"role": "admin"}, tags=["webhooks"], sync_to_thread=True)
-def get_webhooks(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
-    """The tenant's webhooks (secrets are shown only when set)."""
+def get_webhooks(
+    engine: LedgerEngine, identity: CallerIdentity, limit: Limit = 100, cursor: Cursor = None
+) -> dict[str, Any]:
+    """The tenant's webhooks, oldest first, ``limit`` a page (secrets are shown only when
+    set)."""
     with engine.connect() as connection:
-        return {"data": list_webhooks(connection, identity.tenant_id), "next_cursor": None}
+        webhooks = list_webhooks(connection, identity.tenant_id)
+    try:
+        page, next_cursor = page_of(webhooks, key=_oldest_first, limit=limit, cursor=cursor)
+    except InvalidCursor as error:
+        raise ApiError(400, "invalid_cursor", str(error)) from None
+    return {"data": page, "next_cursor": next_cursor}
+
+
+def _oldest_first(webhook: dict[str, Any]) -> tuple[str, str]:
+    """The order of :func:`list_webhooks` (its times are ISO-8601 with milliseconds, so they
+    sort as text)."""
+    return (webhook["created_at"], webhook["url"])
 
 
 @put(
