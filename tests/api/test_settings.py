@@ -9,7 +9,12 @@ import pytest
 
 from p402.instrumentation.vocabulary import PrivacyMode
 from p402.ledger.keys import resolve_key
-from p402.ledger.tenants import fingerprint_key_id, ingest_settings
+from p402.ledger.tenants import (
+    IngestSettings,
+    fingerprint_key_id,
+    ingest_settings,
+    signing_key_id,
+)
 
 OVERRIDE = {
     "model": "gpt-5-mini*",
@@ -74,9 +79,8 @@ def test_settings_round_trip_without_showing_secrets(client, keys):
 def test_settings_take_effect_where_they_are_used(client, keys, engine):
     _put(client, keys["admin"], FULL)
     tenant_id = resolve_key(engine, keys["read"]).tenant_id
-    assert ingest_settings(engine, tenant_id) == (
-        PrivacyMode.FINGERPRINT_ONLY,
-        bytes.fromhex("ab" * 32),
+    assert ingest_settings(engine, tenant_id) == IngestSettings(
+        PrivacyMode.FINGERPRINT_ONLY, bytes.fromhex("ab" * 32), signing_key=None
     )
     event = {
         "id": "priced-by-override",
@@ -105,9 +109,35 @@ def test_rotating_the_fingerprint_key_shows_the_new_key_once(client, keys, engin
     assert len(answer["key"]) == 64
     assert answer["key_id"] == fingerprint_key_id(answer["key"]) != before
     tenant_id = resolve_key(engine, keys["read"]).tenant_id
-    assert ingest_settings(engine, tenant_id)[1] == bytes.fromhex(answer["key"])
+    assert ingest_settings(engine, tenant_id).fingerprint_key == bytes.fromhex(answer["key"])
     shown = _get(client, keys["admin"])["fingerprint_key"]
     assert shown == {"set": True, "key_id": answer["key_id"]}
+
+
+def test_a_signing_key_is_set_rotated_shown_once_and_removed(client, keys, engine):
+    tenant_id = resolve_key(engine, keys["read"]).tenant_id
+    assert _get(client, keys["read"])["signing_key"] == {"set": False, "key_id": None}
+    assert ingest_settings(engine, tenant_id).signing_key is None
+
+    answer = _put(client, keys["admin"], {"signing_key": "rotate"}).json()["signing_key"]
+    assert len(answer["key"]) == 64 and answer["key_id"] == signing_key_id(answer["key"])
+    assert ingest_settings(engine, tenant_id).signing_key == answer["key"].encode()
+    assert _get(client, keys["read"])["signing_key"] == {"set": True, "key_id": answer["key_id"]}
+
+    given = _put(client, keys["admin"], {"signing_key": "CD" * 32}).json()["signing_key"]
+    assert "key" not in given  # given, not generated: not shown back
+    assert ingest_settings(engine, tenant_id).signing_key == ("cd" * 32).encode()
+
+    assert _put(client, keys["admin"], {"max_privacy_mode": "full_trace"}).status_code == 200
+    assert ingest_settings(engine, tenant_id).signing_key == ("cd" * 32).encode()  # kept
+
+    removed = _put(client, keys["admin"], {"signing_key": None}).json()["signing_key"]
+    assert removed == {"set": False, "key_id": None}
+    assert ingest_settings(engine, tenant_id).signing_key is None
+
+    bad = _put(client, keys["admin"], {"signing_key": "short"})
+    assert bad.status_code == 422 and "signing_key" in bad.json()["error"]["message"]
+    assert _put(client, keys["admin"], {"fingerprint_key": None}).status_code == 422
 
 
 def test_an_update_changes_only_the_settings_it_names(client, keys):

@@ -83,3 +83,47 @@ def test_signed_events_are_verified_against_the_key_that_sent_them(engine, stand
     for answer in answers:
         assert answer.partial_success.rejected_spans == 1
         assert "signature does not match" in answer.partial_success.error_message
+
+
+def test_events_signed_with_the_tenants_signing_key_verify_whichever_key_sends_them(
+    engine, standin, tmp_path
+):
+    identity, ingest_key = create_key(engine, tenant="acme", role=Role.INGEST)
+    set_max_privacy_mode(engine, identity.tenant_id, PrivacyMode.PRIVATE_GATEWAY)
+    _, read_key = create_key(engine, tenant="acme", role=Role.READ)
+    _, admin_key = create_key(engine, tenant="acme", role=Role.ADMIN)
+    with BackgroundServer(create_app(engine)) as server, httpx.Client(base_url=server.url) as http:
+        rotated = http.put(
+            "/v1/settings", json={"signing_key": "rotate"}, headers={"x-p402-api-key": admin_key}
+        )
+        tenant_key = rotated.json()["signing_key"]["key"]
+
+        def metered_call(signing_key: str) -> None:
+            instrumentor = P402Instrumentor()
+            instrumentor.instrument(
+                endpoint=server.url,
+                api_key=ingest_key,
+                providers=f"openai={standin.url('/v1')}",
+                privacy_mode="private_gateway",
+                signing_key=signing_key,
+                spool_dir=tmp_path / "spool",
+            )
+            try:
+                with OpenAI(base_url=standin.url("/v1"), api_key="sk-test") as client:
+                    client.chat.completions.create(model="gpt-5-mini", messages=[])
+                assert instrumentor.force_flush()
+            finally:
+                instrumentor.uninstrument()
+
+        def stored() -> int:
+            time.sleep(0.1)
+            answer = http.get("/v1/events", headers={"x-p402-api-key": read_key})
+            return len(answer.json()["data"])
+
+        metered_call(tenant_key.upper())  # as pasted: the digits in either case
+        assert stored() == 1
+        metered_call("ab" * 32)  # another key: refused
+        assert stored() == 1
+        http.put("/v1/settings", json={"signing_key": None}, headers={"x-p402-api-key": admin_key})
+        metered_call(tenant_key)  # the tenant no longer has that key
+        assert stored() == 1

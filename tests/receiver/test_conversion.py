@@ -8,8 +8,9 @@ import pytest
 
 from p402.instrumentation.money import from_picos
 from p402.instrumentation.pricing import price_version
+from p402.instrumentation.privacy import content_policy
 from p402.instrumentation.vocabulary import PrivacyMode
-from p402.receiver.conversion import convert_spans
+from p402.receiver.conversion import IngestPolicy, convert_spans
 from p402.receiver.otlp import PlainSpan
 
 # 2026-11-20T00:00:00Z, the manifest's pricing date
@@ -227,3 +228,16 @@ def test_owners_the_span_leaves_out_come_from_its_resource():
     span = PlainSpan("", "", "chat", START_NS, START_NS, bare, resource)
     (record,) = convert_spans([span], PrivacyMode.METADATA_ONLY).records
     assert (record.department, record.session) == ("finance", "from-the-resource")
+
+
+def test_a_tenant_fingerprint_key_gives_the_same_fingerprints_in_the_instrumentation_and_here():
+    key = "0f" * 32  # as PUT /v1/settings shows it, and P402_FINGERPRINT_KEY takes it
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "Is this NDA standard?"}]}]
+    client_side = content_policy(PrivacyMode.FULL_TRACE, api_key="p402_x", fingerprint_key=key)
+    sent = client_side.attributes(messages, [])
+    # the receiver makes the fingerprint of content that comes without one
+    span = _span({**P402_SPAN, "gen_ai.input.messages": sent["gen_ai.input.messages"]})
+    policy = IngestPolicy(PrivacyMode.FINGERPRINT_ONLY, fingerprint_key=bytes.fromhex(key))
+    (record,) = convert_spans([span], policy).records
+    assert record.content_input is None
+    assert record.fingerprint_input == sent["p402.content.fingerprint.input"]

@@ -30,6 +30,7 @@ from litestar.openapi.spec import (
 )
 
 from p402.api.errors import ErrorBody
+from p402.instrumentation.privacy import TENANT_KEY
 from p402.instrumentation.tiers import ModelTier
 from p402.instrumentation.vocabulary import (
     OWNER_DIMENSIONS,
@@ -674,9 +675,20 @@ SETTINGS: Final = DocumentedBody(
                 "fingerprint_key": Schema(
                     any_of=[
                         Schema(const=ROTATE),
-                        Schema(type=OpenAPIType.STRING, pattern="^[0-9a-fA-F]{64}$"),
+                        Schema(type=OpenAPIType.STRING, pattern=f"^{TENANT_KEY.pattern}$"),
                     ],
                     description=f'"{ROTATE}" for a new key, or a key of 64 hex digits',
+                ),
+                "signing_key": Schema(
+                    any_of=[
+                        Schema(const=ROTATE),
+                        Schema(type=OpenAPIType.STRING, pattern=f"^{TENANT_KEY.pattern}$"),
+                        Schema(type=OpenAPIType.NULL),
+                    ],
+                    description=(
+                        f'"{ROTATE}" for a new key, a key of 64 hex digits, or null to remove '
+                        "it: a key private_gateway events may be signed with"
+                    ),
                 ),
                 "price_overrides": _list(_PRICE_OVERRIDE, max_items=MAX_PRICE_OVERRIDES),
                 "model_tiers": Schema(

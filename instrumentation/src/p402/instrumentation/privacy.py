@@ -37,7 +37,17 @@ from p402.instrumentation.vocabulary import (
     PrivacyMode,
 )
 
-__all__ = ["ContentPolicy", "Redactor", "canonical_json", "content_policy", "sign_attributes"]
+__all__ = [
+    "TENANT_KEY",
+    "ContentPolicy",
+    "Redactor",
+    "canonical_json",
+    "content_policy",
+    "sign_attributes",
+]
+
+TENANT_KEY: Final = re.compile(r"[0-9a-fA-F]{64}")
+"""A tenant's own fingerprint or signing key, as ``PUT /v1/settings`` sets it: 64 hex digits."""
 
 _SECRET_PATTERNS: Final = (
     r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}",
@@ -171,19 +181,28 @@ def content_policy(
 ) -> ContentPolicy:
     """The policy for ``mode``, with keys from the settings or derived from the API key.
 
-    Without a fingerprint key, fingerprints are keyed by the API key (so they compare across
-    the services sharing it). Without a signing key, events are signed with the SHA-256 of the
-    API key, which the receiver holds and can verify against. Without either, a random
-    per-process key is used and a warning says so.
+    Keys of 64 hex digits are the tenant's own, as ``PUT /v1/settings`` sets them: a
+    fingerprint key is then its 32 bytes and a signing key its (lower-case) digits, as the
+    receiver uses them; any other text is used as it is. Without a fingerprint key,
+    fingerprints are keyed by the API key (so they compare across the services sharing it).
+    Without a signing key, events are signed with the SHA-256 of the API key, which the
+    receiver holds and can verify against. Without either, a random per-process key is used
+    and a warning says so.
     """
     if fingerprint_key:
-        fingerprint = fingerprint_key.encode()
+        fingerprint = (
+            bytes.fromhex(fingerprint_key)
+            if TENANT_KEY.fullmatch(fingerprint_key)
+            else fingerprint_key.encode()
+        )
     elif api_key:
         fingerprint = hmac.new(api_key.encode(), b"p402 content fingerprint", "sha256").digest()
     else:
         fingerprint = _process_key(mode, "fingerprint")
     if signing_key:
-        signing = signing_key.encode()
+        signing = (
+            signing_key.lower() if TENANT_KEY.fullmatch(signing_key) else signing_key
+        ).encode()
     elif api_key:
         signing = hashlib.sha256(api_key.encode()).hexdigest().encode()
     else:

@@ -64,6 +64,9 @@ class Tenant(SQLModel, table=True):
         default_factory=lambda: secrets.token_hex(32), max_length=64
     )  # keys the fingerprints the receiver makes of content a tenant may not store
     created_ms: int = Field(sa_column=_bigint(nullable=False))
+    signing_key: str | None = Field(
+        default=None, max_length=64
+    )  # private_gateway events may be signed with it, besides the key that sends them (0011)
 
 
 class ApiKey(SQLModel, table=True):

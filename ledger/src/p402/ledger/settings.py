@@ -1,5 +1,6 @@
 """A tenant's settings as one document (``GET|PUT /v1/settings``): the maximum privacy mode,
-the fingerprint key, negotiated price overrides, model tier overrides and webhooks.
+the fingerprint and signing keys, negotiated price overrides, model tier overrides and
+webhooks.
 
 Each setting keeps its home (:mod:`p402.ledger.tenants`, :mod:`p402.ledger.price_overrides`,
 :mod:`p402.ledger.policies`, :mod:`p402.ledger.webhooks`); this module reads and writes them
@@ -11,6 +12,9 @@ checked whole before anything is written, and written in the caller's one transa
   tenant's own instrumentation uses, so that fingerprints match). Never shown again, only
   whether it is set and a ``key_id`` that names it; the key is shown once, in the answer of
   the update that rotated it.
+- ``signing_key``: the same, or ``null`` to remove it: a key ``private_gateway`` events may be
+  signed with (``P402_SIGNING_KEY``) besides the API key that sends them, e.g. when they pass
+  through a collector that sends them with a key of its own.
 - ``price_overrides``: the whole list of negotiated rates (see
   :func:`p402.ledger.price_overrides.read_price_overrides`).
 - ``model_tiers``: ``{model: tier}``, merged into the tenant's overrides (``null`` removes
@@ -20,7 +24,6 @@ checked whole before anything is written, and written in the caller's one transa
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
+from p402.instrumentation.privacy import TENANT_KEY
 from p402.instrumentation.tiers import ModelTier
 from p402.instrumentation.vocabulary import PrivacyMode
 from p402.ledger.policies import InvalidPolicy, put_tier_overrides, tier_overrides
@@ -39,7 +43,12 @@ from p402.ledger.price_overrides import (
     read_price_overrides,
     replace_price_overrides,
 )
-from p402.ledger.tenants import fingerprint_key_id, tenant_settings, update_tenant_settings
+from p402.ledger.tenants import (
+    fingerprint_key_id,
+    signing_key_id,
+    tenant_settings,
+    update_tenant_settings,
+)
 from p402.ledger.webhooks import (
     InvalidWebhooks,
     WebhookSpec,
@@ -60,6 +69,7 @@ __all__ = [
 SETTINGS: Final = (
     "max_privacy_mode",
     "fingerprint_key",
+    "signing_key",
     "price_overrides",
     "model_tiers",
     "webhooks",
@@ -67,7 +77,6 @@ SETTINGS: Final = (
 """The settings a document may name."""
 ROTATE: Final = "rotate"
 MAX_TIER_OVERRIDES: Final = 1000
-_HEX_KEY: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class InvalidSettings(ValueError):
@@ -82,6 +91,9 @@ class SettingsUpdate:
     fingerprint_key: str | None = None
     """A new key, in hex: given, or generated for ``"rotate"``."""
     rotated: bool = False
+    signing_key: str | None = None
+    """A new key, in hex, as for ``fingerprint_key``; ``""`` removes it."""
+    signing_rotated: bool = False
     price_overrides: list[PriceOverrideSpec] | None = None
     model_tiers: dict[str, str | None] | None = None
     webhooks: list[WebhookSpec] | None = None
@@ -94,12 +106,16 @@ def _privacy_mode(value: object) -> PrivacyMode:
     raise InvalidSettings(f"max_privacy_mode: {value!r} is not one of {', '.join(modes)}")
 
 
-def _fingerprint_key(value: object) -> tuple[str, bool]:
+def _key(name: str, value: object, removable: bool = False) -> tuple[str, bool]:
+    """The key (hex) a setting gives, and whether it was generated; ``""``: removed."""
     if value == ROTATE:
         return secrets.token_hex(32), True
-    if isinstance(value, str) and _HEX_KEY.fullmatch(value):
+    if isinstance(value, str) and TENANT_KEY.fullmatch(value):
         return value.lower(), False
-    raise InvalidSettings('fingerprint_key: "rotate", or a key of 64 hex digits (32 bytes)')
+    if removable and value is None:
+        return "", False
+    also = " (or null to remove it)" if removable else ""
+    raise InvalidSettings(f'{name}: "rotate", or a key of 64 hex digits (32 bytes){also}')
 
 
 def _model_tiers(value: object) -> dict[str, str | None]:
@@ -132,7 +148,10 @@ def read_settings_update(document: object) -> SettingsUpdate:
         )
     key, rotated = (None, False)
     if "fingerprint_key" in document:
-        key, rotated = _fingerprint_key(document["fingerprint_key"])
+        key, rotated = _key("fingerprint_key", document["fingerprint_key"])
+    signing: tuple[str | None, bool] = (None, False)
+    if "signing_key" in document:
+        signing = _key("signing_key", document["signing_key"], removable=True)
     try:
         price_overrides = (
             read_price_overrides(document["price_overrides"])
@@ -151,6 +170,8 @@ def read_settings_update(document: object) -> SettingsUpdate:
         ),
         fingerprint_key=key,
         rotated=rotated,
+        signing_key=signing[0],
+        signing_rotated=signing[1],
         price_overrides=price_overrides,
         model_tiers=_model_tiers(document["model_tiers"]) if "model_tiers" in document else None,
         webhooks=webhooks,
@@ -171,8 +192,8 @@ def settings_json(
     admin: bool,
     webhooks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The tenant's settings as the API shows them: never the fingerprint key; webhook URLs
-    only to an ``admin`` (``webhooks``: the list to show instead of the stored one)."""
+    """The tenant's settings as the API shows them: never the keys; webhook URLs only to an
+    ``admin`` (``webhooks``: the list to show instead of the stored one)."""
     tenant = tenant_settings(connection, tenant_id)
     hooks = list_webhooks(connection, tenant_id) if webhooks is None else webhooks
     return {
@@ -183,6 +204,10 @@ def settings_json(
             "key_id": fingerprint_key_id(tenant.fingerprint_key)
             if tenant.fingerprint_key
             else None,
+        },
+        "signing_key": {
+            "set": bool(tenant.signing_key),
+            "key_id": signing_key_id(tenant.signing_key) if tenant.signing_key else None,
         },
         "price_overrides": list_price_overrides(connection, tenant_id),
         "model_tiers": {
@@ -197,13 +222,14 @@ def apply_settings(
     connection: Connection, tenant_id: int, update: SettingsUpdate, now_ms: int
 ) -> dict[str, Any]:
     """Write ``update`` (in the caller's transaction: on an error nothing of it is kept) and
-    answer the settings as they now are, with what is shown once: a rotated fingerprint
-    key, webhook secrets set or generated by this update."""
+    answer the settings as they now are, with what is shown once: a rotated fingerprint or
+    signing key, webhook secrets set or generated by this update."""
     update_tenant_settings(
         connection,
         tenant_id,
         max_privacy_mode=update.max_privacy_mode,
         fingerprint_key=update.fingerprint_key,
+        signing_key=update.signing_key,
     )
     if update.price_overrides is not None:
         replace_price_overrides(connection, tenant_id, update.price_overrides)
@@ -223,4 +249,6 @@ def apply_settings(
     shown = settings_json(connection, tenant_id, admin=True, webhooks=webhooks)
     if update.rotated and update.fingerprint_key is not None:
         shown["fingerprint_key"]["key"] = update.fingerprint_key
+    if update.signing_rotated and update.signing_key:
+        shown["signing_key"]["key"] = update.signing_key
     return shown

@@ -1,5 +1,6 @@
-"""Tenant settings the receiver applies at ingest: the maximum privacy mode and the key of the
-fingerprints it makes of content a tenant may not store."""
+"""Tenant settings the receiver applies at ingest: the maximum privacy mode, the key of the
+fingerprints it makes of content a tenant may not store, and the key ``private_gateway``
+events may be signed with."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from p402.instrumentation.vocabulary import PrivacyMode
 from p402.ledger.models import Tenant
 
 __all__ = [
+    "IngestSettings",
     "TenantSettings",
     "fingerprint_key_id",
     "ingest_settings",
     "set_max_privacy_mode",
+    "signing_key_id",
     "tenant_settings",
     "update_tenant_settings",
 ]
@@ -23,15 +26,27 @@ __all__ = [
 _TENANTS = Tenant.__table__  # type: ignore[attr-defined]
 
 
-def ingest_settings(engine: Engine, tenant_id: int) -> tuple[PrivacyMode, bytes]:
-    """The tenant's maximum privacy mode and the key of the fingerprints the receiver makes."""
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    max_privacy: PrivacyMode
+    fingerprint_key: bytes
+    signing_key: bytes | None
+    """The tenant's signing key as events are signed with it (its hex digits), if it has one."""
+
+
+def ingest_settings(engine: Engine, tenant_id: int) -> IngestSettings:
+    """What the receiver applies to the tenant's events."""
     with engine.connect() as connection:
         row = connection.execute(
-            select(_TENANTS.c.max_privacy_mode, _TENANTS.c.fingerprint_key).where(
-                _TENANTS.c.id == tenant_id
-            )
+            select(
+                _TENANTS.c.max_privacy_mode, _TENANTS.c.fingerprint_key, _TENANTS.c.signing_key
+            ).where(_TENANTS.c.id == tenant_id)
         ).one()
-    return PrivacyMode(row.max_privacy_mode), bytes.fromhex(row.fingerprint_key)
+    return IngestSettings(
+        PrivacyMode(row.max_privacy_mode),
+        bytes.fromhex(row.fingerprint_key),
+        row.signing_key.encode() if row.signing_key else None,
+    )
 
 
 def set_max_privacy_mode(engine: Engine, tenant_id: int, mode: PrivacyMode) -> None:
@@ -47,21 +62,33 @@ def fingerprint_key_id(key_hex: str) -> str:
     return "fpk_" + hashlib.sha256(bytes.fromhex(key_hex)).hexdigest()[:12]
 
 
+def signing_key_id(key_hex: str) -> str:
+    """A name for a signing key that does not reveal it (a prefix of its SHA-256)."""
+    return "sgk_" + hashlib.sha256(bytes.fromhex(key_hex)).hexdigest()[:12]
+
+
 @dataclass(frozen=True, slots=True)
 class TenantSettings:
     name: str
     max_privacy_mode: PrivacyMode
     fingerprint_key: str
     """Hex; never shown by the API, only its :func:`fingerprint_key_id`."""
+    signing_key: str | None
+    """Hex; never shown by the API, only its :func:`signing_key_id`."""
 
 
 def tenant_settings(connection: Connection, tenant_id: int) -> TenantSettings:
     row = connection.execute(
-        select(_TENANTS.c.name, _TENANTS.c.max_privacy_mode, _TENANTS.c.fingerprint_key).where(
-            _TENANTS.c.id == tenant_id
-        )
+        select(
+            _TENANTS.c.name,
+            _TENANTS.c.max_privacy_mode,
+            _TENANTS.c.fingerprint_key,
+            _TENANTS.c.signing_key,
+        ).where(_TENANTS.c.id == tenant_id)
     ).one()
-    return TenantSettings(row.name, PrivacyMode(row.max_privacy_mode), row.fingerprint_key)
+    return TenantSettings(
+        row.name, PrivacyMode(row.max_privacy_mode), row.fingerprint_key, row.signing_key
+    )
 
 
 def update_tenant_settings(
@@ -70,12 +97,16 @@ def update_tenant_settings(
     *,
     max_privacy_mode: PrivacyMode | None = None,
     fingerprint_key: str | None = None,
+    signing_key: str | None = None,
 ) -> None:
-    """Change the given settings (``None``: leave as it is); the key is 64 hex digits."""
-    values: dict[str, str] = {}
+    """Change the given settings (``None``: leave as it is); keys are 64 hex digits, and
+    ``signing_key=""`` removes the signing key."""
+    values: dict[str, str | None] = {}
     if max_privacy_mode is not None:
         values["max_privacy_mode"] = max_privacy_mode.value
     if fingerprint_key is not None:
         values["fingerprint_key"] = fingerprint_key
+    if signing_key is not None:
+        values["signing_key"] = signing_key or None
     if values:
         connection.execute(update(_TENANTS).where(_TENANTS.c.id == tenant_id).values(**values))

@@ -11,7 +11,7 @@ cost (e.g. OpenRouter) is the billed amount and
 wins. The client's own figure is kept beside it, and a disagreement flagged.
 
 An event signed in ``private_gateway`` mode (``p402.event.signature``) must verify against
-the key that sent it, or it is rejected.
+the key that sent it or the tenant's own signing key, or it is rejected.
 
 Content is filtered here, before anything is written, by the tenant's maximum privacy mode:
 under ``metadata_only`` neither content nor fingerprints are kept, under
@@ -63,7 +63,9 @@ class IngestPolicy:
     rates: tuple[RateOverride, ...] = ()
     """Negotiated rates, used instead of the public price data where they apply."""
     signing_key: bytes | None = None
-    """The key signed events must be signed with (the SHA-256 of the presenting API key)."""
+    """A key signed events may be signed with: the SHA-256 (hex) of the presenting API key."""
+    tenant_signing_key: bytes | None = None
+    """The other key they may be signed with: the tenant's own signing key (hex), if set."""
 
 
 @dataclass(slots=True)
@@ -220,17 +222,25 @@ def _owners(attributes: dict[str, Any], resource: dict[str, Any]) -> dict[str, A
     return owners
 
 
+def _signed_by(signature: str, attributes: dict[str, Any], policy: IngestPolicy) -> bool:
+    """Whether ``signature`` signs ``attributes`` with a key the tenant's events may use."""
+    return any(
+        hmac.compare_digest(signature, sign_attributes(attributes, key))
+        for key in (policy.signing_key, policy.tenant_signing_key)
+        if key
+    )
+
+
 def span_to_record(span: PlainSpan, policy: IngestPolicy) -> EventRecord:
     """The ledger record of one LLM span; raises :class:`InvalidSpan`."""
     a = span.attributes
     from_p402 = v.P402_EVENT_ID in a
-    if (signature := a.get(v.P402_EVENT_SIGNATURE)) is not None and (
-        policy.signing_key is None
-        or not hmac.compare_digest(str(signature), sign_attributes(a, policy.signing_key))
+    if (signature := a.get(v.P402_EVENT_SIGNATURE)) is not None and not _signed_by(
+        str(signature), a, policy
     ):
         raise InvalidSpan(
-            "p402.event.signature does not match: the event was changed, or not signed "
-            "with the key that sent it"
+            "p402.event.signature does not match: the event was changed, or signed neither "
+            "with the key that sent it nor with the tenant's signing key"
         )
     event_id = _text(a, v.P402_EVENT_ID, MAX_EVENT_ID_LENGTH)
     if not event_id and not (span.trace_id and span.span_id):

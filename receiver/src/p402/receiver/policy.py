@@ -12,7 +12,10 @@ __all__ = ["ingest_policy"]
 
 
 def ingest_policy(engine: Engine, tenant_id: int) -> IngestPolicy:
-    max_privacy, fingerprint_key = ingest_settings(engine, tenant_id)
+    settings = ingest_settings(engine, tenant_id)
     return IngestPolicy(
-        max_privacy, fingerprint_key=fingerprint_key, rates=price_overrides(engine, tenant_id)
+        settings.max_privacy,
+        fingerprint_key=settings.fingerprint_key,
+        rates=price_overrides(engine, tenant_id),
+        tenant_signing_key=settings.signing_key,
     )

@@ -29,9 +29,9 @@ MAX_SETTINGS_BYTES = 1024 * 1024
 
 @get("/v1/settings", opt={"role": "read"}, tags=["settings"], sync_to_thread=True)
 def get_settings(engine: LedgerEngine, identity: CallerIdentity) -> dict[str, Any]:
-    """The tenant's maximum privacy mode, whether a fingerprint key is set (and its
-    ``key_id``, never the key), negotiated price overrides, model tier overrides and webhooks
-    (their URLs to admin keys only, never their secrets)."""
+    """The tenant's maximum privacy mode, whether a fingerprint key and a signing key are
+    set (and their ``key_id``, never the keys), negotiated price overrides, model tier
+    overrides and webhooks (their URLs to admin keys only, never their secrets)."""
     with engine.connect() as connection:
         return settings_json(connection, identity.tenant_id, admin=identity.role is Role.ADMIN)
 
@@ -58,11 +58,12 @@ async def put_settings(
     ],
 ) -> dict[str, Any]:
     """Change the settings the JSON object names, and only those: ``max_privacy_mode``,
-    ``fingerprint_key`` (``"rotate"`` or 64 hex digits), ``price_overrides`` (the whole
-    list), ``model_tiers`` (``{model: tier or null}``, merged), ``webhooks`` (the whole
-    list). All or nothing: 400 for a body that is not a JSON object, 422 for an invalid
-    setting, and then nothing is written. Answers the settings as they now are, with a
-    rotated key and new webhook secrets shown this once."""
+    ``fingerprint_key`` (``"rotate"`` or 64 hex digits), ``signing_key`` (the same, or
+    ``null`` to remove it), ``price_overrides`` (the whole list), ``model_tiers``
+    (``{model: tier or null}``, merged), ``webhooks`` (the whole list). All or nothing: 400
+    for a body that is not a JSON object, 422 for an invalid setting, and then nothing is
+    written. Answers the settings as they now are, with a rotated key and new webhook
+    secrets shown this once."""
     try:
         refuse_nul(data)
         update = read_settings_update(data)
