@@ -46,6 +46,23 @@ def test_ingest_answers_an_otlp_response_and_stores_each_event_once(client, keys
     assert events.json()["next_cursor"] is None
 
 
+def test_the_answer_counts_accepted_new_ignored_and_rejected_spans(client, keys, payload):
+    bad = {**EVENT, "p402.event.id": "bad", "gen_ai.usage.input_tokens": -1}
+    body = payload(EVENT, {"http.request.method": "GET"}, {"db.system": "postgresql"}, bad)
+    counts = [
+        {
+            name.removeprefix("x-p402-"): int(value)
+            for name, value in _post(client, keys["ingest"], body).headers.items()
+            if name.startswith("x-p402-")
+        }
+        for _ in range(2)
+    ]
+    assert counts == [
+        {"spans-accepted": 1, "events-inserted": 1, "spans-ignored": 2, "spans-rejected": 1},
+        {"spans-accepted": 1, "events-inserted": 0, "spans-ignored": 2, "spans-rejected": 1},
+    ]
+
+
 def test_rejected_spans_are_reported_as_partial_success(client, keys, payload):
     bad = {**EVENT, "p402.event.id": "bad", "gen_ai.usage.input_tokens": -1}
     response = _post(client, keys["ingest"], payload(EVENT, bad))

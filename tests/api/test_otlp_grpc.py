@@ -17,7 +17,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 from tests.api.conftest import GENAI_EVENT as EVENT
-from tests.api.conftest import finished_spans
+from tests.api.conftest import finished_spans, otlp_payload
 
 from p402.api.otlp_grpc import EXPORT_METHOD, OtlpGrpcServer
 from p402.receiver.ingest import MAX_BODY_BYTES
@@ -73,6 +73,22 @@ def test_the_sdks_grpc_exporter_delivers_events_once_however_often_sent(
     assert event["cost_usd"] is not None
     other = client.get("/v1/events", headers={"x-p402-api-key": keys["globex_read"]}).json()
     assert other["data"] == []
+
+
+def test_the_trailing_metadata_counts_the_spans_as_the_http_headers_do(receiver, keys) -> None:
+    body = otlp_payload(EVENT, {"http.request.method": "GET"})
+    address = receiver.address.removeprefix("http://")
+    with grpc.insecure_channel(address) as channel:
+        export = channel.unary_unary(EXPORT_METHOD)
+        metadata = (("x-p402-api-key", keys["ingest"]),)
+        _, call = export.with_call(body, metadata=metadata, timeout=10)
+    counts = {name: value for name, value in call.trailing_metadata() if name.startswith("x-p402")}
+    assert counts == {
+        "x-p402-spans-accepted": "1",
+        "x-p402-events-inserted": "1",
+        "x-p402-spans-ignored": "1",
+        "x-p402-spans-rejected": "0",
+    }
 
 
 def test_the_answer_is_an_otlp_response_with_rejected_spans_as_partial_success(

@@ -382,7 +382,10 @@ OTLP_TRACES: Final = DocumentedBody(
     description=(
         "An OTLP/HTTP trace export, in binary protobuf or OTLP/JSON, optionally gzip-compressed "
         "(``Content-Encoding: gzip``). Spans that are not LLM calls are ignored and counted; "
-        "invalid LLM spans are rejected in ``partial_success``."
+        "invalid LLM spans are rejected in ``partial_success``. The answer's headers count "
+        "the spans: ``x-p402-spans-accepted`` (LLM spans), ``x-p402-events-inserted`` (of "
+        "them, events not stored before), ``x-p402-spans-ignored`` and "
+        "``x-p402-spans-rejected``."
     ),
     errors={
         413: "The body, or the gzip body decompressed, is larger than the route accepts",

@@ -62,6 +62,7 @@ def _export(engine: Engine, request: bytes, context: grpc.ServicerContext) -> by
         status, body, _ = error_answer(error, _log)
         code = _STATUS_OF_HTTP.get(status, grpc.StatusCode.INVALID_ARGUMENT)
         context.abort(code, body["error"]["message"])
+    context.set_trailing_metadata(tuple(result.counts().items()))
     return result.otlp_response()
 
 

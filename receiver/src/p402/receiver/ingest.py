@@ -76,6 +76,17 @@ class IngestResult:
             return otlp.export_response_json(self.rejected, self.message)
         return otlp.export_response(self.rejected, self.message)
 
+    def counts(self) -> dict[str, str]:
+        """What became of the request's spans, as the headers (HTTP) or trailing metadata
+        (gRPC) of the answer: the LLM spans accepted, of them the new events, the other spans
+        ignored, and the LLM spans rejected (which ``partial_success`` explains)."""
+        return {
+            "x-p402-spans-accepted": str(self.accepted),
+            "x-p402-events-inserted": str(self.inserted),
+            "x-p402-spans-ignored": str(self.ignored),
+            "x-p402-spans-rejected": str(self.rejected),
+        }
+
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     encoding = encoding.strip().lower()

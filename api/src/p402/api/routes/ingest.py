@@ -37,4 +37,4 @@ async def export_traces(
         content_encoding=request.headers.get("content-encoding", ""),
         signing_key=identity.key_hash.encode(),
     )
-    return Response(result.otlp_response(), media_type=result.media_type)
+    return Response(result.otlp_response(), media_type=result.media_type, headers=result.counts())
