@@ -53,6 +53,22 @@ def test_past_events_are_stored_once_and_costed_by_the_receiver(client, keys):
     assert (event["department"], event["outcome"]) == ("finance", "accepted")
 
 
+def test_an_event_read_from_the_api_can_be_sent_back_to_another_tenant(client, keys):
+    assert _post(client, keys["ingest"], [EVENT]).status_code == 200
+    (event,) = _events(client, keys["read"])
+    assert {"original_cost_usd", "original_price_version", "receipt_id"} <= event.keys()
+    response = _post(client, keys["globex_ingest"], [event])
+    assert response.status_code == 200, response.text
+    (copied,) = _events(client, keys["globex_read"])
+    # the cost sent is the client's figure of the copy, equal to the receiver's own
+    assert copied["client_cost_usd"] == event["cost_usd"] == copied["cost_usd"]
+    assert not copied["cost_mismatch"]
+    set_by_the_ledger = {"receipt_id", "client_cost_usd"}
+    assert {k: v for k, v in copied.items() if k not in set_by_the_ledger} == {
+        k: v for k, v in event.items() if k not in set_by_the_ledger
+    }
+
+
 def test_a_reported_cost_is_kept_when_the_model_cannot_be_priced(client, keys):
     reported = {
         **EVENT,

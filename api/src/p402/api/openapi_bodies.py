@@ -54,7 +54,7 @@ from p402.ledger.settings import MAX_TIER_OVERRIDES, ROTATE
 from p402.ledger.webhooks import MAX_WEBHOOKS, MIN_SECRET_LENGTH
 from p402.receiver.conversion import MAX_EVENT_ID_LENGTH, MAX_EVENT_USD, MAX_TOKENS
 from p402.receiver.ingest import JSON, PROTOBUF
-from p402.receiver.meter_events import MAX_EVENTS
+from p402.receiver.meter_events import MAX_EVENTS, READ_ONLY_FIELDS
 from p402.receiver.otlp import MAX_VALUE_NESTING
 
 __all__ = [
@@ -457,16 +457,7 @@ _METER_EVENT = Schema(
         **{dimension: _nullable(_text()) for dimension in OWNER_DIMENSIONS},
         **{
             name: Schema(description="read-only in the ledger: accepted and ignored")
-            for name in (
-                "receipt_id",
-                "evidence_status",
-                "trace_id",
-                "span_id",
-                "price_version",
-                "client_cost_usd",
-                "cost_mismatch",
-                "error_type",
-            )
+            for name in READ_ONLY_FIELDS
         },
     },
     required=["id", "timestamp"],

@@ -24,7 +24,14 @@ from p402.ledger.events import EventRecord, insert_events
 from p402.receiver.conversion import IngestPolicy, InvalidSpan, span_to_record
 from p402.receiver.otlp import PlainSpan
 
-__all__ = ["MAX_EVENTS", "InvalidEvents", "MeterResult", "ingest_meter_events", "read_events"]
+__all__ = [
+    "MAX_EVENTS",
+    "READ_ONLY_FIELDS",
+    "InvalidEvents",
+    "MeterResult",
+    "ingest_meter_events",
+    "read_events",
+]
 
 MAX_EVENTS: Final = 10_000
 
@@ -48,18 +55,21 @@ _ATTRIBUTE_OF: Final = {
     "status_code": v.HTTP_RESPONSE_STATUS_CODE,
     **{dimension: v.owner_attribute(dimension) for dimension in v.OWNER_DIMENSIONS},
 }
-_READ_ONLY: Final = frozenset(
-    {
-        "receipt_id",
-        "evidence_status",
-        "trace_id",
-        "span_id",
-        "price_version",
-        "client_cost_usd",
-        "cost_mismatch",
-        "error_type",
-    }
+READ_ONLY_FIELDS: Final = (
+    "receipt_id",
+    "evidence_status",
+    "trace_id",
+    "span_id",
+    "price_version",
+    "client_cost_usd",
+    "original_cost_usd",
+    "original_price_version",
+    "cost_mismatch",
+    "error_type",
 )
+"""Fields of the event JSON the ledger sets itself: accepted (an event read from the API can
+be sent back) and ignored."""
+_READ_ONLY: Final = frozenset(READ_ONLY_FIELDS)
 _SPECIAL: Final = frozenset({"id", "timestamp", "cost_usd", "cost_evidence", "outcome"})
 _OUTCOMES: Final = frozenset(outcome.value for outcome in v.Outcome)
 
