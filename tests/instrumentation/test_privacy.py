@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import openai
 import pytest
@@ -107,3 +108,26 @@ def test_card_numbers_are_redacted_only_when_they_pass_luhn():
     redactor = Redactor()
     assert redactor.redact("card 4111-1111-1111-1111") == "card [REDACTED:CARD]"
     assert "1234 5678 9012 3456" in redactor.redact("order 1234 5678 9012 3456")
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("mail alice@example.com now", "mail [REDACTED:EMAIL] now"),
+        ("(bob.smith+tag@corp.co.uk)", "([REDACTED:EMAIL])"),
+        ("e-mail:first.last@ex-ample.com.", "e-mail:[REDACTED:EMAIL]."),
+        ("user@localhost, a@b.c", "user@localhost, a@b.c"),
+    ],
+)
+def test_email_addresses_are_redacted_whole(text, redacted):
+    assert Redactor().redact(text) == redacted
+
+
+@pytest.mark.parametrize("unit", ["a.", "+1", "a-", "x%", "a@", "1 "])
+def test_redacting_long_text_takes_time_in_proportion_to_its_length(unit):
+    # 200,000 characters of what an address or a number could start with: read in one pass,
+    # a few milliseconds. (Retried at every position, as a pattern can be, it takes minutes.)
+    text = unit * 100_000
+    started = time.perf_counter()
+    Redactor().redact(text)
+    assert time.perf_counter() - started < 2.0
