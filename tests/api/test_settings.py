@@ -4,8 +4,11 @@ updates, validation, secrets never shown twice, roles and tenancy, and the setti
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from sqlalchemy import text
+from tests.api.conftest import GENAI_EVENT
 
 from p402.instrumentation.vocabulary import PrivacyMode
 from p402.ledger.keys import resolve_key
@@ -212,3 +215,57 @@ def test_each_tenant_has_its_own_settings(client, keys):
     assert other["price_overrides"] == [] and other["model_tiers"] == {}
     assert other["webhooks"] == []
     assert other["fingerprint_key"]["key_id"] != fingerprint_key_id("ab" * 32)
+
+
+def test_the_tenants_redaction_patterns_are_applied_at_ingest_in_linear_time(
+    client, keys, engine, payload
+):
+    patterns = [r"PRJ-\d{4}", r"(a+)+$"]  # the second backtracks for hours in Python's re
+    update = {"max_privacy_mode": "redacted_trace", "redact_patterns": patterns}
+    assert _put(client, keys["admin"], update).status_code == 200
+    assert _get(client, keys["read"])["redact_patterns"] == patterns
+
+    prompt = f"Summarise PRJ-1234 for alice@example.com: {'a' * 200_000}!"
+    messages = [{"role": "user", "parts": [{"type": "text", "content": prompt}]}]
+    span = {
+        **GENAI_EVENT,
+        "p402.privacy.mode": "full_trace",
+        "gen_ai.input.messages": json.dumps(messages),
+    }
+    started = time.perf_counter()
+    response = client.post(
+        "/v1/traces",
+        content=payload(span),
+        headers={"x-p402-api-key": keys["ingest"], "content-type": "application/x-protobuf"},
+    )
+    assert response.status_code == 200 and response.headers["x-p402-events-inserted"] == "1"
+    assert time.perf_counter() - started < 10
+    with engine.connect() as connection:
+        (stored,) = connection.execute(text("SELECT content_input FROM economic_event")).one()
+    assert "Summarise [REDACTED:PATTERN] for [REDACTED:EMAIL]: aaa" in stored
+    assert "PRJ-1234" not in stored
+
+    assert _put(client, keys["admin"], {"redact_patterns": []}).status_code == 200
+    assert _get(client, keys["read"])["redact_patterns"] == []
+
+
+@pytest.mark.parametrize(
+    ("patterns", "message"),
+    [
+        ([r"(a)\1"], "is not an RE2 regular expression"),
+        ([r"(?<=x)y"], "no lookaround"),
+        (["ok", ""], "[1]: a regular expression of 1 to 500 characters"),
+        (["x"] * 51, "at most 50 patterns"),
+        ("PRJ-.*", "a JSON list"),
+    ],
+)
+def test_unusable_redaction_patterns_are_refused_and_nothing_is_written(
+    client, keys, patterns, message
+):
+    answer = _put(
+        client, keys["admin"], {"max_privacy_mode": "full_trace", "redact_patterns": patterns}
+    )
+    assert answer.status_code == 422
+    assert "redact_patterns: " in answer.json()["error"]["message"]
+    assert message in answer.json()["error"]["message"]
+    assert _get(client, keys["read"])["max_privacy_mode"] == "metadata_only"

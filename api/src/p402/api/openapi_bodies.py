@@ -50,6 +50,7 @@ from p402.ledger.outcomes import MAX_OUTCOMES
 from p402.ledger.price_overrides import MAX_PRICE_OVERRIDES
 from p402.ledger.provider_csv import CSV_MEDIA_TYPE
 from p402.ledger.provider_reports import MAX_COUNT, MAX_UNIX_SECONDS, PROVIDERS
+from p402.ledger.redaction import MAX_PATTERN_LENGTH, MAX_PATTERNS
 from p402.ledger.settings import MAX_TIER_OVERRIDES, ROTATE
 from p402.ledger.webhooks import MAX_WEBHOOKS, MIN_SECRET_LENGTH
 from p402.receiver.conversion import MAX_EVENT_ID_LENGTH, MAX_EVENT_USD, MAX_TOKENS
@@ -683,6 +684,15 @@ SETTINGS: Final = DocumentedBody(
                         f'"{ROTATE}" for a new key, a key of 64 hex digits, or null to remove '
                         "it: a key private_gateway events may be signed with"
                     ),
+                ),
+                "redact_patterns": _list(
+                    Schema(
+                        type=OpenAPIType.STRING,
+                        min_length=1,
+                        max_length=MAX_PATTERN_LENGTH,
+                        description="an RE2 regular expression (no backreferences, no lookaround)",
+                    ),
+                    max_items=MAX_PATTERNS,
                 ),
                 "price_overrides": _list(_PRICE_OVERRIDE, max_items=MAX_PRICE_OVERRIDES),
                 "model_tiers": Schema(

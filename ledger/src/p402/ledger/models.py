@@ -67,6 +67,9 @@ class Tenant(SQLModel, table=True):
     signing_key: str | None = Field(
         default=None, max_length=64
     )  # private_gateway events may be signed with it, besides the key that sends them (0011)
+    redact_patterns: str | None = Field(
+        default=None, sa_column=Column(Text(), nullable=True)
+    )  # the tenant's own redaction patterns, a JSON list (0011)
 
 
 class ApiKey(SQLModel, table=True):

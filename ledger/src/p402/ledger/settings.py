@@ -1,6 +1,6 @@
 """A tenant's settings as one document (``GET|PUT /v1/settings``): the maximum privacy mode,
-the fingerprint and signing keys, negotiated price overrides, model tier overrides and
-webhooks.
+the fingerprint and signing keys, redaction patterns, negotiated price overrides, model tier
+overrides and webhooks.
 
 Each setting keeps its home (:mod:`p402.ledger.tenants`, :mod:`p402.ledger.price_overrides`,
 :mod:`p402.ledger.policies`, :mod:`p402.ledger.webhooks`); this module reads and writes them
@@ -15,6 +15,8 @@ checked whole before anything is written, and written in the caller's one transa
 - ``signing_key``: the same, or ``null`` to remove it: a key ``private_gateway`` events may be
   signed with (``P402_SIGNING_KEY``) besides the API key that sends them, e.g. when they pass
   through a collector that sends them with a key of its own.
+- ``redact_patterns``: the whole list of the tenant's own redaction patterns, RE2 regular
+  expressions (see :mod:`p402.ledger.redaction`); ``[]`` removes them.
 - ``price_overrides``: the whole list of negotiated rates (see
   :func:`p402.ledger.price_overrides.read_price_overrides`).
 - ``model_tiers``: ``{model: tier}``, merged into the tenant's overrides (``null`` removes
@@ -43,6 +45,7 @@ from p402.ledger.price_overrides import (
     read_price_overrides,
     replace_price_overrides,
 )
+from p402.ledger.redaction import InvalidPatterns, read_patterns
 from p402.ledger.tenants import (
     fingerprint_key_id,
     signing_key_id,
@@ -70,6 +73,7 @@ SETTINGS: Final = (
     "max_privacy_mode",
     "fingerprint_key",
     "signing_key",
+    "redact_patterns",
     "price_overrides",
     "model_tiers",
     "webhooks",
@@ -94,6 +98,7 @@ class SettingsUpdate:
     signing_key: str | None = None
     """A new key, in hex, as for ``fingerprint_key``; ``""`` removes it."""
     signing_rotated: bool = False
+    redact_patterns: tuple[str, ...] | None = None
     price_overrides: list[PriceOverrideSpec] | None = None
     model_tiers: dict[str, str | None] | None = None
     webhooks: list[WebhookSpec] | None = None
@@ -153,6 +158,12 @@ def read_settings_update(document: object) -> SettingsUpdate:
     if "signing_key" in document:
         signing = _key("signing_key", document["signing_key"], removable=True)
     try:
+        patterns = (
+            read_patterns(document["redact_patterns"]) if "redact_patterns" in document else None
+        )
+    except InvalidPatterns as error:
+        raise InvalidSettings(f"redact_patterns: {error}") from None
+    try:
         price_overrides = (
             read_price_overrides(document["price_overrides"])
             if "price_overrides" in document
@@ -172,6 +183,7 @@ def read_settings_update(document: object) -> SettingsUpdate:
         rotated=rotated,
         signing_key=signing[0],
         signing_rotated=signing[1],
+        redact_patterns=patterns,
         price_overrides=price_overrides,
         model_tiers=_model_tiers(document["model_tiers"]) if "model_tiers" in document else None,
         webhooks=webhooks,
@@ -209,6 +221,7 @@ def settings_json(
             "set": bool(tenant.signing_key),
             "key_id": signing_key_id(tenant.signing_key) if tenant.signing_key else None,
         },
+        "redact_patterns": list(tenant.redact_patterns),
         "price_overrides": list_price_overrides(connection, tenant_id),
         "model_tiers": {
             model: tier.value
@@ -230,6 +243,7 @@ def apply_settings(
         max_privacy_mode=update.max_privacy_mode,
         fingerprint_key=update.fingerprint_key,
         signing_key=update.signing_key,
+        redact_patterns=update.redact_patterns,
     )
     if update.price_overrides is not None:
         replace_price_overrides(connection, tenant_id, update.price_overrides)

@@ -1,6 +1,6 @@
 """Tenant settings the receiver applies at ingest: the maximum privacy mode, the key of the
-fingerprints it makes of content a tenant may not store, and the key ``private_gateway``
-events may be signed with."""
+fingerprints it makes of content a tenant may not store, the key ``private_gateway``
+events may be signed with, and the tenant's own redaction patterns."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from p402.instrumentation.vocabulary import PrivacyMode
 from p402.ledger.models import Tenant
+from p402.ledger.redaction import patterns_from_column, patterns_to_column
 
 __all__ = [
     "IngestSettings",
@@ -32,6 +33,7 @@ class IngestSettings:
     fingerprint_key: bytes
     signing_key: bytes | None
     """The tenant's signing key as events are signed with it (its hex digits), if it has one."""
+    redact_patterns: tuple[str, ...] = ()
 
 
 def ingest_settings(engine: Engine, tenant_id: int) -> IngestSettings:
@@ -39,13 +41,17 @@ def ingest_settings(engine: Engine, tenant_id: int) -> IngestSettings:
     with engine.connect() as connection:
         row = connection.execute(
             select(
-                _TENANTS.c.max_privacy_mode, _TENANTS.c.fingerprint_key, _TENANTS.c.signing_key
+                _TENANTS.c.max_privacy_mode,
+                _TENANTS.c.fingerprint_key,
+                _TENANTS.c.signing_key,
+                _TENANTS.c.redact_patterns,
             ).where(_TENANTS.c.id == tenant_id)
         ).one()
     return IngestSettings(
         PrivacyMode(row.max_privacy_mode),
         bytes.fromhex(row.fingerprint_key),
         row.signing_key.encode() if row.signing_key else None,
+        patterns_from_column(row.redact_patterns),
     )
 
 
@@ -75,6 +81,7 @@ class TenantSettings:
     """Hex; never shown by the API, only its :func:`fingerprint_key_id`."""
     signing_key: str | None
     """Hex; never shown by the API, only its :func:`signing_key_id`."""
+    redact_patterns: tuple[str, ...]
 
 
 def tenant_settings(connection: Connection, tenant_id: int) -> TenantSettings:
@@ -84,10 +91,15 @@ def tenant_settings(connection: Connection, tenant_id: int) -> TenantSettings:
             _TENANTS.c.max_privacy_mode,
             _TENANTS.c.fingerprint_key,
             _TENANTS.c.signing_key,
+            _TENANTS.c.redact_patterns,
         ).where(_TENANTS.c.id == tenant_id)
     ).one()
     return TenantSettings(
-        row.name, PrivacyMode(row.max_privacy_mode), row.fingerprint_key, row.signing_key
+        row.name,
+        PrivacyMode(row.max_privacy_mode),
+        row.fingerprint_key,
+        row.signing_key,
+        patterns_from_column(row.redact_patterns),
     )
 
 
@@ -98,6 +110,7 @@ def update_tenant_settings(
     max_privacy_mode: PrivacyMode | None = None,
     fingerprint_key: str | None = None,
     signing_key: str | None = None,
+    redact_patterns: tuple[str, ...] | None = None,
 ) -> None:
     """Change the given settings (``None``: leave as it is); keys are 64 hex digits, and
     ``signing_key=""`` removes the signing key."""
@@ -108,5 +121,7 @@ def update_tenant_settings(
         values["fingerprint_key"] = fingerprint_key
     if signing_key is not None:
         values["signing_key"] = signing_key or None
+    if redact_patterns is not None:
+        values["redact_patterns"] = patterns_to_column(redact_patterns)
     if values:
         connection.execute(update(_TENANTS).where(_TENANTS.c.id == tenant_id).values(**values))

@@ -59,7 +59,8 @@ async def put_settings(
 ) -> dict[str, Any]:
     """Change the settings the JSON object names, and only those: ``max_privacy_mode``,
     ``fingerprint_key`` (``"rotate"`` or 64 hex digits), ``signing_key`` (the same, or
-    ``null`` to remove it), ``price_overrides`` (the whole list), ``model_tiers``
+    ``null`` to remove it), ``redact_patterns`` (the whole list of RE2 regular expressions
+    the receiver also redacts), ``price_overrides`` (the whole list), ``model_tiers``
     (``{model: tier or null}``, merged), ``webhooks`` (the whole list). All or nothing: 400
     for a body that is not a JSON object, 422 for an invalid setting, and then nothing is
     written. Answers the settings as they now are, with a rotated key and new webhook

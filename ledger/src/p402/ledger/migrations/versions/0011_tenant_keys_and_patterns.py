@@ -1,4 +1,4 @@
-"""a tenant's signing key for private_gateway events
+"""a tenant's signing key for private_gateway events, and its own redaction patterns
 
 Revision ID: 0011
 Revises: 0010
@@ -21,8 +21,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("tenant") as batch:
         batch.add_column(sa.Column("signing_key", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("redact_patterns", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tenant") as batch:
+        batch.drop_column("redact_patterns")
         batch.drop_column("signing_key")
