@@ -22,6 +22,27 @@ from p402.ledger.keys import Role, create_key
 from p402.ledger.tenants import set_max_privacy_mode
 
 
+def _metered_call(
+    endpoint: str, api_key: str, standin, tmp_path, signing_key: str | None = None
+) -> None:
+    """One chat call through the real openai SDK, metered in ``private_gateway`` mode."""
+    instrumentor = P402Instrumentor()
+    instrumentor.instrument(
+        endpoint=endpoint,
+        api_key=api_key,
+        providers=f"openai={standin.url('/v1')}",
+        privacy_mode="private_gateway",
+        signing_key=signing_key,
+        spool_dir=tmp_path / "spool",
+    )
+    try:
+        with OpenAI(base_url=standin.url("/v1"), api_key="sk-test") as client:
+            client.chat.completions.create(model="gpt-5-mini", messages=[])
+        assert instrumentor.force_flush()
+    finally:
+        instrumentor.uninstrument()
+
+
 def _signed_request(attributes: dict[str, object], key: bytes, tamper: bool) -> bytes:
     signature = sign_attributes(attributes, key)
     if tamper:
@@ -43,20 +64,7 @@ def test_signed_events_are_verified_against_the_key_that_sent_them(engine, stand
     _, read_key = create_key(engine, tenant="acme", role=Role.READ)
     _, other_key = create_key(engine, tenant="acme", role=Role.INGEST)
     with BackgroundServer(create_app(engine)) as server:
-        instrumentor = P402Instrumentor()
-        instrumentor.instrument(
-            endpoint=server.url,
-            api_key=ingest_key,
-            providers=f"openai={standin.url('/v1')}",
-            privacy_mode="private_gateway",
-            spool_dir=tmp_path / "spool",
-        )
-        try:
-            with OpenAI(base_url=standin.url("/v1"), api_key="sk-test") as client:
-                client.chat.completions.create(model="gpt-5-mini", messages=[])
-            assert instrumentor.force_flush()
-        finally:
-            instrumentor.uninstrument()
+        _metered_call(server.url, ingest_key, standin, tmp_path)
 
         key = hashlib.sha256(ingest_key.encode()).hexdigest().encode()
         attributes: dict[str, object] = {
@@ -99,21 +107,7 @@ def test_events_signed_with_the_tenants_signing_key_verify_whichever_key_sends_t
         tenant_key = rotated.json()["signing_key"]["key"]
 
         def metered_call(signing_key: str) -> None:
-            instrumentor = P402Instrumentor()
-            instrumentor.instrument(
-                endpoint=server.url,
-                api_key=ingest_key,
-                providers=f"openai={standin.url('/v1')}",
-                privacy_mode="private_gateway",
-                signing_key=signing_key,
-                spool_dir=tmp_path / "spool",
-            )
-            try:
-                with OpenAI(base_url=standin.url("/v1"), api_key="sk-test") as client:
-                    client.chat.completions.create(model="gpt-5-mini", messages=[])
-                assert instrumentor.force_flush()
-            finally:
-                instrumentor.uninstrument()
+            _metered_call(server.url, ingest_key, standin, tmp_path, signing_key=signing_key)
 
         def stored() -> int:
             time.sleep(0.1)

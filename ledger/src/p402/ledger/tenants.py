@@ -29,6 +29,8 @@ _TENANTS = Tenant.__table__  # type: ignore[attr-defined]
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
+    """What the receiver applies to a tenant's events."""
+
     max_privacy: PrivacyMode
     fingerprint_key: bytes
     signing_key: bytes | None
@@ -37,7 +39,6 @@ class IngestSettings:
 
 
 def ingest_settings(engine: Engine, tenant_id: int) -> IngestSettings:
-    """What the receiver applies to the tenant's events."""
     with engine.connect() as connection:
         row = connection.execute(
             select(
