@@ -100,8 +100,10 @@ def test_block_is_the_strongest_action_then_downgrade_then_notify():
     downgrade = _budget(BudgetScope.DEPARTMENT, 1000, 1000, CapAction.DOWNGRADE, "small")
     block = _budget(BudgetScope.EMPLOYEE, 1000, 1000, CapAction.BLOCK)
     assert _decide("big", None, notify, downgrade, block).decision is PolicyDecision.BLOCK
-    # Over both caps even with "small" (cost 1): the downgrade budget blocks as well.
-    assert _decide("big", None, notify, downgrade).decision is PolicyDecision.BLOCK
+    # Both at their caps: the call goes on with the downgrade model, and is flagged too.
+    downgraded = _decide("big", None, notify, downgrade)
+    assert (downgraded.decision, downgraded.model) == (PolicyDecision.DOWNGRADE, "small")
+    assert "action_at_cap=notify" in (downgraded.reason or "")
     flagged = _decide("big", None, notify)
     assert (flagged.decision, flagged.result) == (PolicyDecision.ALLOW, PolicyResult.FLAGGED)
     assert flagged.reason == "budget organization month at cap (action_at_cap=notify)"
@@ -125,13 +127,28 @@ def test_a_downgrade_budget_sends_its_model_when_that_fits():
     )
 
 
+def test_a_downgrade_budget_keeps_downgrading_past_its_cap():
+    # Spent to its cap and beyond: calls go on with the downgrade model, they are not refused.
+    for used in (1000, 1500):
+        over = _budget(BudgetScope.PROJECT, used, 1000, CapAction.DOWNGRADE, "mid")
+        verdict = _decide("big", None, over)
+        assert (verdict.decision, verdict.result, verdict.model, verdict.cost_picos) == (
+            PolicyDecision.DOWNGRADE,
+            PolicyResult.DOWNGRADED,
+            "mid",
+            10,
+        )
+
+
 def test_a_downgrade_that_cannot_help_blocks():
     no_cheaper = _budget(BudgetScope.PROJECT, 1000, 1000, CapAction.DOWNGRADE, "big")
     assert "no cheaper downgrade_model" in (_decide("big", None, no_cheaper).reason or "")
-    still_over = _budget(BudgetScope.PROJECT, 995, 1000, CapAction.DOWNGRADE, "mid")
-    verdict = _decide("big", None, still_over)
+    # A downgrade model dearer than the one asked for, whose bound a block budget cannot take
+    dearer = _budget(BudgetScope.PROJECT, 1000, 1000, CapAction.DOWNGRADE, "big")
+    block = _budget(BudgetScope.ORGANIZATION, 950, 1000, CapAction.BLOCK)  # takes mid, not big
+    verdict = _decide("mid", None, dearer, block)
     assert verdict.decision is PolicyDecision.BLOCK
-    assert "at cap even with mid" in (verdict.reason or "")
+    assert "budget organization month at cap even with big" in (verdict.reason or "")
     below_floor = _budget(BudgetScope.DEPARTMENT, 1000, 1000, CapAction.DOWNGRADE, "small")
     verdict = _decide("mid", LEGAL, below_floor)
     assert verdict.decision is PolicyDecision.BLOCK

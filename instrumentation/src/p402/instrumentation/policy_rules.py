@@ -12,8 +12,9 @@ A call is checked in two steps.
    bound: ``used + bound > cap`` puts the budget at its cap (``used`` is what the period has
    spent plus what is reserved). Then the budgets' actions apply, the strongest first:
    ``block`` blocks; ``downgrade`` switches to the ``downgrade_model`` of the most specific
-   such budget and checks every budget again with that model's own bound (still at a cap, or
-   below the department's floor: blocked); ``notify`` lets the call through, ``flagged``.
+   such budget, for as long as the budget is at its cap (a model below the department's
+   floor, or one whose own bound puts a ``block`` budget at its cap: blocked); ``notify``
+   lets the call through, ``flagged``.
 
 A call whose cost cannot be bounded (a model the price data does not know) is checked with a
 bound of 0, and is stopped only by a budget already at its cap.
@@ -272,7 +273,9 @@ def evaluate(
             reason = f"{label}, downgrade_model {target} below {floor}"
             return Verdict(PolicyDecision.BLOCK, PolicyResult.BLOCKED, model, reason, None)
         chosen, cost, result = target, cost_of(target), PolicyResult.DOWNGRADED
-        still = [b for b in budgets if b.over_cap_with(cost) and b.action is not CapAction.NOTIFY]
+        # The downgrade answers the downgrade budgets at their caps; a block budget still
+        # refuses a downgrade model whose own bound does not fit it.
+        still = [b for b in budgets if b.over_cap_with(cost) and b.action is CapAction.BLOCK]
         if still:
             reason = f"{label}; budget {still[0].label} at cap even with {target}"
             return Verdict(PolicyDecision.BLOCK, PolicyResult.BLOCKED, model, reason, None)
