@@ -48,3 +48,26 @@ def test_spans_join_the_applications_current_trace(instrument, spans, standin):
     assert span.context is not None and span.parent is not None
     assert span.context.trace_id == parent.get_span_context().trace_id
     assert span.parent.span_id == parent.get_span_context().span_id
+
+
+def test_an_applications_sampler_does_not_drop_economic_events(standin):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)  # the application samples nothing
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = P402Instrumentor()
+    instrumentor.instrument(tracer_provider=provider, providers=f"openai={standin.url('/v1')}")
+    try:
+        application = provider.get_tracer("app")
+        with application.start_as_current_span("handle request"), httpx2.Client() as client:
+            client.post(standin.url("/v1/chat/completions"), json={"model": "gpt-5-mini"})
+        assert instrumentor.force_flush()
+    finally:
+        instrumentor.uninstrument()
+    (event,) = exporter.get_finished_spans()  # the application's own span was not sampled
+    assert event.attributes is not None and "p402.event.id" in event.attributes
+    assert provider.get_tracer("app").sampler is ALWAYS_OFF  # the application's, unchanged

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from p402.instrumentation._otlp import RequestFrame, encode_span
@@ -61,9 +62,13 @@ class EventSink(Protocol):
 
 
 class TracerSink:
-    """Events as SDK spans of ``tracer``."""
+    """Events as SDK spans of ``tracer``, whatever the provider's sampler decides: an
+    economic event is a bill, not a sample, so the tracer samples every one (an SDK tracer's
+    ``sampler`` is replaced by ``ALWAYS_ON``, for this tracer only)."""
 
     def __init__(self, tracer: Tracer, provider: Any) -> None:
+        if hasattr(tracer, "sampler"):
+            tracer.sampler = ALWAYS_ON
         self._tracer = tracer
         self._provider = provider
 

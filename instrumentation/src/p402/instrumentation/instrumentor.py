@@ -6,7 +6,8 @@
     P402Instrumentor().instrument(endpoint="http://p402:4318", api_key="...")
 
 Every keyword is optional (see :mod:`p402.instrumentation.config`); ``tracer_provider``
-replaces P402's own always-on export pipeline. ``uninstrument()`` restores the clients'
+replaces P402's own always-on export pipeline (its processors export the events; its sampler
+does not decide them: every event is recorded). ``uninstrument()`` restores the clients'
 ``send`` methods exactly. The ``p402`` entry point of ``opentelemetry_instrumentor`` lets
 ``opentelemetry-instrument python app.py`` enable it with no code change.
 """
