@@ -55,6 +55,7 @@ def metered(spans, standin: StandInProvider) -> Iterator[StandInProvider]:
                 f"openai={standin.url('/v1')}",
                 f"openrouter={standin.url('/api/v1')}",
                 f"anthropic={standin.url('/anthropic')}",
+                f"anthropic={standin.url('/bedrock')}",  # Bedrock's API, as a gateway serves it
                 f"gcp.gemini={standin.url('/gemini')}",
             ]
         ),
@@ -73,13 +74,32 @@ def _anthropic(standin: StandInProvider, **options: Any) -> anthropic.Anthropic:
     )
 
 
+def _bedrock(standin: StandInProvider) -> anthropic.AnthropicBedrock:
+    return _track(
+        anthropic.AnthropicBedrock(
+            aws_access_key="AKIAEXAMPLEEXAMPLE00",
+            aws_secret_key="example" * 6,
+            aws_region="us-east-1",
+            base_url=standin.url("/bedrock"),
+        )
+    )
+
+
+BEDROCK_MODEL = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
 def _gemini(standin: StandInProvider, **http: Any) -> genai.Client:
     options = genai_types.HttpOptions(base_url=standin.url("/gemini/"), **http)
     return _track(genai.Client(api_key="gemini-test", http_options=options))
 
 
-def assert_matches_manifest(span: Any, fixture: str, *, evidence: str) -> dict[str, Any]:
-    expect = MANIFEST[fixture]["expect"]
+def assert_matches_manifest(
+    span: Any, fixture: str, *, evidence: str, requested: str | None = None
+) -> dict[str, Any]:
+    """``requested``: the model the call asked for, when not the fixture's (as on Bedrock)."""
+    expect = dict(MANIFEST[fixture]["expect"])
+    if requested is not None:
+        expect["gen_ai.request.model"] = requested
     attributes = dict(span.attributes or {})
     for key, value in expect.items():
         if key.startswith(("gen_ai.", "error.")) and key not in SKIPPED_KEYS:
@@ -251,6 +271,41 @@ def test_anthropic_stream_closed_early_is_incomplete(metered, spans):
     metered.stream_pause = 0.05
     stream = _anthropic(metered).messages.create(
         model="claude-sonnet-4-5", max_tokens=1024, messages=[], stream=True
+    )
+    next(iter(stream))
+    stream.close()
+    attributes = dict(spans.one().attributes or {})
+    assert attributes["p402.usage.evidence"] == "stream_incomplete"
+    assert "gen_ai.usage.cost.amount" not in attributes
+
+
+def test_anthropic_on_bedrock_reads_its_binary_event_stream(metered, spans):
+    client = _bedrock(metered)
+    client.messages.create(model=BEDROCK_MODEL, max_tokens=1024, messages=[])
+    assert_matches_manifest(
+        spans.one(),
+        "anthropic_messages.json",
+        evidence="provider_response",
+        requested=BEDROCK_MODEL,
+    )
+    spans.exporter.clear()
+    with client.messages.stream(model=BEDROCK_MODEL, max_tokens=1024, messages=[]) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "The capital of France is Paris."  # the SDK's own decoder (botocore's)
+    assert metered.requests[-1].path.endswith("/invoke-with-response-stream")
+    attributes = assert_matches_manifest(
+        spans.one(),
+        "anthropic_messages_stream.sse",
+        evidence="stream_final",
+        requested=BEDROCK_MODEL,
+    )
+    assert attributes["gen_ai.usage.output_tokens"] == 15  # overwritten, not summed
+
+
+def test_anthropic_on_bedrock_stream_closed_early_is_incomplete(metered, spans):
+    metered.stream_pause = 0.05
+    stream = _bedrock(metered).messages.create(
+        model=BEDROCK_MODEL, max_tokens=1024, messages=[], stream=True
     )
     next(iter(stream))
     stream.close()

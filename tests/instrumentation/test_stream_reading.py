@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from p402.instrumentation import _streams
 from p402.instrumentation._json import load_json
-from p402.instrumentation._streams import SseReader
+from p402.instrumentation._streams import AwsEventStreamReader, SseReader
 from p402.instrumentation.formats import FORMATS, Endpoint, ResponseFacts, StreamAccumulator
 from p402.instrumentation.formats.anthropic import MESSAGES
 from p402.instrumentation.formats.gemini import STREAM_GENERATE
 from p402.instrumentation.formats.openai import CHAT_COMPLETIONS, RESPONSES, is_usage_only_chunk
 from p402.instrumentation.testing import fixture_bytes
+from p402.instrumentation.testing.standin import as_aws_event_stream
 from p402.instrumentation.vocabulary import ApiFormat
 
 STREAMS = {
@@ -410,3 +411,29 @@ def _first_blank_line(buffer: bytes) -> bytes | None:
 @settings(max_examples=500)
 def test_the_separator_is_the_first_blank_line(buffer: bytes) -> None:
     assert _streams._separator_of(buffer) == _first_blank_line(buffer)
+
+
+def _read_aws(stream: bytes, size: int) -> tuple[ResponseFacts, bool, Finished]:
+    ending = Finished()
+    anthropic = accumulator(STREAMS["anthropic_messages_stream.sse"])
+    reader = AwsEventStreamReader(ending, 200, anthropic)  # type: ignore[arg-type]
+    for start in range(0, len(stream), size):
+        assert reader.feed(stream[start : start + size]) == stream[start : start + size]
+    reader.close(complete=True)
+    return anthropic.facts(), anthropic.finished, ending
+
+
+@pytest.mark.parametrize("size", [1, 7, 97, 1 << 20])
+def test_a_bedrock_event_stream_reads_the_facts_of_its_events_however_it_is_cut(size: int):
+    sse = fixture_bytes("anthropic_messages_stream.sse")
+    facts, finished, ending = _read_aws(as_aws_event_stream(sse), size)
+    assert (facts, finished) == reference(sse, STREAMS["anthropic_messages_stream.sse"])
+    assert ending.calls == [(200, True)]
+
+
+def test_a_bedrock_message_that_fails_its_checksum_ends_the_reading_as_incomplete():
+    stream = bytearray(as_aws_event_stream(fixture_bytes("anthropic_messages_stream.sse")))
+    stream[40] ^= 0xFF  # inside the first message's payload: its CRC no longer matches
+    facts, _, ending = _read_aws(bytes(stream), 97)
+    assert facts.usage.input_tokens is None  # nothing read after the broken message
+    assert ending.calls == [(200, False)]

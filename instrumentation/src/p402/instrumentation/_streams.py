@@ -6,7 +6,8 @@ what metering needs, so memory stays flat in the stream's length. The event is f
 the stream is exhausted, closed early, or fails.
 
 Readers: :class:`SseReader` (server-sent events, any line ending; comment lines ignored),
-:class:`JsonArrayReader` (a JSON array streamed one object at a time, Gemini's default) and
+:class:`JsonArrayReader` (a JSON array streamed one object at a time, Gemini's default),
+:class:`AwsEventStreamReader` (Bedrock's binary AWS event stream) and
 :class:`JsonBodyReader` (an ordinary JSON body read in chunks).
 
 When P402 added ``stream_options.include_usage`` to a request, the usage-only chunk it
@@ -16,10 +17,13 @@ bytes and the response no longer declares a content-encoding.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+import struct
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from functools import cache, partial
 from typing import Any, Final, Protocol
@@ -28,7 +32,14 @@ from p402.instrumentation._metering import Exchange, header_names, header_value,
 from p402.instrumentation._recorder import Recorder
 from p402.instrumentation.formats import StreamAccumulator
 
-__all__ = ["JsonArrayReader", "JsonBodyReader", "SseReader", "tap_response"]
+__all__ = [
+    "AWS_EVENT_STREAM",
+    "AwsEventStreamReader",
+    "JsonArrayReader",
+    "JsonBodyReader",
+    "SseReader",
+    "tap_response",
+]
 
 MAX_BUFFERED_JSON_BYTES: Final = 16 * 1024 * 1024
 MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
@@ -436,6 +447,88 @@ class JsonArrayReader(_StreamReader):
         return b""
 
 
+AWS_EVENT_STREAM: Final = "application/vnd.amazon.eventstream"
+_AWS_PRELUDE: Final = struct.Struct(">III")  # total length, headers length, prelude CRC-32
+_AWS_FIXED_SIZES: Final = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+"""Header value sizes by type (booleans, integers, timestamp, UUID); 6 and 7 (bytes,
+string) carry a 2-byte length."""
+
+
+def _aws_headers(raw: bytes) -> dict[str, str]:
+    """The string headers of an AWS event stream message (the others are skipped)."""
+    headers: dict[str, str] = {}
+    position = 0
+    while position < len(raw):
+        name_end = position + 1 + raw[position]
+        name = raw[position + 1 : name_end].decode(errors="replace")
+        kind = raw[name_end] if name_end < len(raw) else -1
+        position = name_end + 1
+        if kind in (6, 7):
+            length = int.from_bytes(raw[position : position + 2], "big")
+            if kind == 7:
+                headers[name] = raw[position + 2 : position + 2 + length].decode(errors="replace")
+            position += 2 + length
+        elif kind in _AWS_FIXED_SIZES:
+            position += _AWS_FIXED_SIZES[kind]
+        else:
+            raise ValueError(f"unknown header value type {kind}")
+    return headers
+
+
+class AwsEventStreamReader(_StreamReader):
+    """An AWS event stream, as Bedrock's ``invoke-with-response-stream`` answers: binary
+    messages (a prelude, headers, a payload, CRC-32 checksums), each ``chunk`` event carrying
+    one provider event as base64 JSON in the ``bytes`` of its JSON payload. A message that
+    fails its checksum ends the reading: the event then has no usage rather than a wrong one."""
+
+    def __init__(self, exchange: Exchange, status_code: int, accumulator: StreamAccumulator):
+        super().__init__(exchange, status_code, accumulator)
+        self._buffer = bytearray()
+        self._broken = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._broken:
+            return chunk
+        buffer = self._buffer
+        buffer += chunk
+        try:
+            while len(buffer) >= _AWS_PRELUDE.size:
+                total, headers_length, prelude_crc = _AWS_PRELUDE.unpack_from(buffer)
+                if (
+                    zlib.crc32(buffer[:8]) != prelude_crc
+                    or not 16 + headers_length <= total <= MAX_EVENT_BYTES
+                ):
+                    raise ValueError("not an AWS event stream message")
+                if len(buffer) < total:
+                    break
+                message = bytes(buffer[:total])
+                del buffer[:total]
+                if zlib.crc32(message[:-4]) != int.from_bytes(message[-4:], "big"):
+                    raise ValueError("an AWS event stream message fails its checksum")
+                headers = _aws_headers(message[12 : 12 + headers_length])
+                self._message(headers, message[12 + headers_length : -4])
+        except (ValueError, IndexError) as error:
+            _log.warning("P402 stopped reading an AWS event stream: %s", error)
+            self._broken = True
+            buffer.clear()
+        return chunk
+
+    def _message(self, headers: dict[str, str], payload: bytes) -> None:
+        if headers.get(":message-type") != "event" or headers.get(":event-type") != "chunk":
+            return
+        wrapper = load_json(payload)
+        encoded = wrapper.get("bytes") if isinstance(wrapper, dict) else None
+        if not isinstance(encoded, str):
+            return
+        event = load_json(base64.b64decode(encoded, validate=True))
+        if isinstance(event, dict):
+            self._accumulator.on_event(None, event)
+
+    def close(self, *, complete: bool) -> bytes:
+        self._finish(complete and not self._broken)
+        return b""
+
+
 def _is_sse(status: int, content_type: str) -> bool:
     return status < 400 and content_type.startswith("text/event-stream")
 
@@ -450,6 +543,8 @@ def body_reader_for(exchange: Exchange, status: int, content_type: str) -> BodyR
         return SseReader(exchange, status, accumulator, exchange.hide_event)
     if exchange.endpoint.streams and content_type.startswith("application/json"):
         return JsonArrayReader(exchange, status, accumulator)
+    if exchange.endpoint.streams and content_type.startswith(AWS_EVENT_STREAM):
+        return AwsEventStreamReader(exchange, status, accumulator)
     return JsonBodyReader(exchange, status)
 
 

@@ -7,18 +7,22 @@ requests with a given status (e.g. 429 then success, to exercise retries).
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from p402.instrumentation._streams import AWS_EVENT_STREAM
 from p402.instrumentation.testing.fixtures import fixture_bytes, manifest
 
-__all__ = ["RecordedRequest", "StandInProvider"]
+__all__ = ["RecordedRequest", "StandInProvider", "as_aws_event_stream"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ def _fixture_for(path: str, body: dict[str, Any]) -> str | None:
         return "openai_embeddings.json"
     if route.endswith("/messages"):
         return "anthropic_messages_stream.sse" if streaming else "anthropic_messages.json"
+    if route.endswith("/invoke-with-response-stream"):  # Bedrock: an AWS event stream
+        return "anthropic_messages_stream.sse"
+    if route.endswith("/invoke"):
+        return "anthropic_messages.json"
     return None
 
 
@@ -60,6 +68,44 @@ def _as_json_array(sse: bytes) -> bytes:
     """Gemini's stream without ``alt=sse``: the same chunks as one JSON array."""
     chunks = [event.removeprefix(b"data: ") for event in _sse_events(sse)]
     return b"[" + b",\r\n".join(chunks) + b"]"
+
+
+def _aws_header(name: str, value: str) -> bytes:
+    encoded_name, encoded_value = name.encode(), value.encode()
+    return (
+        bytes([len(encoded_name)])
+        + encoded_name
+        + bytes([7])  # a string
+        + struct.pack(">H", len(encoded_value))
+        + encoded_value
+    )
+
+
+def as_aws_event_stream(sse: bytes) -> bytes:
+    """An Anthropic stream as Bedrock sends it: each event's JSON, base64-encoded in the
+    ``bytes`` of a ``chunk`` message of the AWS event stream encoding (binary frames with
+    headers and CRC-32 checksums)."""
+    headers = b"".join(
+        _aws_header(name, value)
+        for name, value in (
+            (":event-type", "chunk"),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        )
+    )
+    frames = []
+    for event in _sse_events(sse):
+        data = b"".join(
+            line.removeprefix(b"data:").strip()
+            for line in event.split(b"\n")
+            if line.startswith(b"data:")
+        )
+        payload = json.dumps({"bytes": base64.b64encode(data).decode()}).encode()
+        prelude = struct.pack(">II", 12 + len(headers) + len(payload) + 4, len(headers))
+        prelude += struct.pack(">I", zlib.crc32(prelude))
+        message = prelude + headers + payload
+        frames.append(message + struct.pack(">I", zlib.crc32(message)))
+    return b"".join(frames)
 
 
 def _asks_for_usage(body: dict[str, Any]) -> bool:
@@ -107,6 +153,9 @@ class _Handler(BaseHTTPRequestHandler):
             payload = _as_json_array(payload)
         elif name == "openai_chat_stream.sse" and not _asks_for_usage(parsed):
             payload = _without_usage_chunk(payload)
+        elif self.path.split("?", 1)[0].endswith("/invoke-with-response-stream") and not failure:
+            headers["content-type"] = AWS_EVENT_STREAM
+            payload = as_aws_event_stream(payload)
         self._send(failure or 200, headers, payload)
 
     def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
@@ -116,7 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         # Streams arrive in several pieces, as from a real server.
-        step = 97 if headers.get("content-type", "").startswith("text/event-stream") else 0
+        streamed = headers.get("content-type", "").startswith(
+            ("text/event-stream", AWS_EVENT_STREAM)
+        )
+        step = 97 if streamed else 0
         for start in range(0, len(payload), step or len(payload) or 1):
             self.wfile.write(payload[start : start + (step or len(payload))])
             self.wfile.flush()
