@@ -60,6 +60,7 @@ _SECRET_PATTERNS: Final = (
     r"(?i:\b(?:api[_-]?key|secret|password|passwd|token)\b\s*[:=]\s*['\"]?[^\s'\"]{6,})",
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
 )
+_SECRETS: Final = re.compile("|".join(f"(?:{p})" for p in _SECRET_PATTERNS))
 # An address starts where a run of the characters of its local part starts, and that run is
 # read once (possessive): a long run without an "@" costs one pass, not one per position.
 _EMAIL: Final = re.compile(
@@ -84,14 +85,13 @@ class Redactor:
     compiled already (by any engine whose patterns have ``sub``, e.g. RE2 at the receiver)."""
 
     def __init__(self, tenant_patterns: Iterable[str] = (), *, compiled: Any = None) -> None:
-        self._secrets = re.compile("|".join(f"(?:{p})" for p in _SECRET_PATTERNS))
         patterns = [p for p in tenant_patterns if p]
-        self._tenant = re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-        if compiled is not None:
-            self._tenant = compiled
+        if compiled is None and patterns:
+            compiled = re.compile("|".join(f"(?:{p})" for p in patterns))
+        self._tenant = compiled
 
     def redact(self, text: str) -> str:
-        text = self._secrets.sub("[REDACTED:SECRET]", text)
+        text = _SECRETS.sub("[REDACTED:SECRET]", text)
         if self._tenant is not None:
             text = self._tenant.sub("[REDACTED:PATTERN]", text)
         text = _EMAIL.sub("[REDACTED:EMAIL]", text)
