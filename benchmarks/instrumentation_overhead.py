@@ -16,7 +16,11 @@ model="gpt-5-mini", messages=[...])``, once non-streaming and once streaming wit
     ``TracerProvider`` + ``BatchSpanProcessor(OTLPSpanExporter(...))``;
 ``P402``
     ``P402Instrumentor().instrument(endpoint=..., api_key=..., providers=...)``, i.e. P402's
-    own always-on batch + OTLP/HTTP pipeline.
+    own always-on batch + OTLP/HTTP pipeline;
+``control``
+    uninstrumented again, measured exactly like the others: an A/A control. Its overhead
+    over the baseline should be 0; what it shows instead is the bias the machine's noise put
+    into this run's figures.
 
 Both instrumented variants export over OTLP/HTTP to the same real P402 receiver (the API
 server on a temporary SQLite ledger), which stores P402's economic events and ignores the
@@ -46,15 +50,16 @@ uninstrument. Each call is also timed with ``time.perf_counter_ns()``: the block
 happens in the closing flush, after the calls, so latency is the hot path only.
 
 Rounds. The machine is assumed noisy, so the variants are interleaved in rounds (the order
-rotates every round: ABC, BCA, CAB, ...) and every figure is the median over rounds, in us:
+rotates every round: ABCD, BCDA, CDAB, ...) and every figure is the median over rounds, in us:
 
 ``CPU/call``
     process CPU of the block (calls + closing flush) / K;
 ``+CPU``, ``+p50``, ``+p95``
     the overhead: median over rounds of (variant - baseline of the same round);
-``IQR +CPU``
-    interquartile range over rounds of the CPU overhead: when it is wide compared with the
-    overhead, the figure is noise-limited; run more ``--rounds``;
+``interval``
+    a 95% confidence interval of the overhead's median (the sign test's, which assumes
+    nothing of the noise's distribution): when it is wide, the figure is noise-limited; run
+    more ``--rounds``;
 ``flush``
     the part of ``CPU/call`` spent in the closing flush, i.e. (nearly all of) the export;
     ``CPU/call - flush`` is what the application's own thread pays per call;
@@ -64,15 +69,18 @@ rotates every round: ABC, BCA, CAB, ...) and every figure is the median over rou
     percentiles of the per-call wall-clock latency within a round.
 
 Below each table, a cross-check (the overhead between the best round of each variant, which
-is less sensitive to other load on the machine) and the ratio stock overhead / P402 overhead.
-Then the targets: P402 adds <= 100 us of CPU per call (export included) and <= 50 us to the
-median latency, and its CPU overhead is at least 3x smaller than the stock instrumentor's.
-PASS/MISS is informational; the script exits 0 either way. Finally the ledger is asked
+is less sensitive to other load on the machine), the noise check (whether the control's
+intervals hold 0) and the ratio stock overhead / P402 overhead. Then the targets: P402 adds
+<= 100 us of CPU per call (export included) and <= 50 us to the median latency, and its CPU
+overhead is at least 3x smaller than the stock instrumentor's. A target is PASS when the
+whole interval meets it, MISS when none of it does, and UNCLEAR when the interval straddles
+it (for the ratio: from the intervals' least and most favourable ends). The verdicts are
+informational; the script exits 0 either way. Finally the ledger is asked
 (``GET /v1/spend?group_by=model``) how many economic events arrived, so a mode P402 does not
 meter (yet) shows. Absolute times only compare within one run, on one machine.
 
 Instruction counts (``--instructions``, ~5 minutes). On a busy machine the CPU-time
-overheads above drown in noise (see ``IQR +CPU``). This measure does not: a child process runs
+overheads above drown in noise (see ``interval``). This measure does not: a child process runs
 one block per mode and variant (``--instruction-calls`` calls and the closing flush, after a
 few untimed ones; ``--instruction-repeats`` times) under valgrind's callgrind, which counts
 the instructions every thread of the process executes, whatever else the machine does. The
@@ -92,6 +100,7 @@ import cProfile
 import gc
 import json
 import logging
+import math
 import os
 import pstats
 import re
@@ -109,6 +118,11 @@ from typing import Any, Final, Protocol
 MODES = ("non-streaming", "streaming")
 MESSAGES: list[Any] = [{"role": "user", "content": "What is the capital of France?"}]
 MODEL = "gpt-5-mini"
+
+CONTROL: Final = "control"
+"""A second uninstrumented variant, measured like the others: its overhead over the baseline
+should be 0, and what it shows instead is the bias this run's noise put into every figure."""
+CONFIDENCE: Final = 0.95
 
 TARGET_CPU_US = 100.0
 TARGET_P50_US = 50.0
@@ -193,6 +207,9 @@ class Variant(Protocol):
 
 class Baseline:
     name = "baseline"
+
+    def __init__(self, name: str = "baseline") -> None:
+        self.name = name
 
     def setup(self) -> None:
         pass
@@ -385,11 +402,21 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _iqr(values: list[float]) -> float:
-    if len(values) < 4:
-        return max(values) - min(values)
-    quartiles = statistics.quantiles(values, n=4)
-    return quartiles[2] - quartiles[0]
+def _median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values`` (the sign test's:
+    order statistics ``k`` and ``n - k + 1``, with ``k`` from the binomial distribution); with
+    too few values for ``confidence``, their whole range."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1 - confidence) / 2
+    k, below = 0, 0.0  # below: P(X <= k - 1) for X ~ Binomial(n, 1/2)
+    while k < n // 2:
+        below_next = below + math.comb(n, k) / 2**n
+        if below_next > tail:
+            break
+        below, k = below_next, k + 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
 
 
 @dataclass
@@ -399,9 +426,10 @@ class Summary:
     p95: float
     cpu_ratio: float
     cpu_added: float
+    cpu_added_interval: tuple[float, float]
     p50_added: float
+    p50_added_interval: tuple[float, float]
     p95_added: float
-    cpu_added_iqr: float
     cpu_best: float
     flush: float
 
@@ -410,15 +438,17 @@ def summarise(baseline: list[Block], blocks: list[Block]) -> Summary:
     # Paired by round; a variant that failed part-way has fewer blocks than the baseline.
     pairs = list(zip(baseline, blocks, strict=False))
     cpu_added = [b.cpu_per_call_us - a.cpu_per_call_us for a, b in pairs]
+    p50_added = [b.p50_us - a.p50_us for a, b in pairs]
     return Summary(
         cpu=_median([b.cpu_per_call_us for b in blocks]),
         p50=_median([b.p50_us for b in blocks]),
         p95=_median([b.p95_us for b in blocks]),
         cpu_ratio=_median([b.cpu_per_call_us / a.cpu_per_call_us for a, b in pairs]),
         cpu_added=_median(cpu_added),
-        p50_added=_median([b.p50_us - a.p50_us for a, b in pairs]),
+        cpu_added_interval=_median_interval(cpu_added),
+        p50_added=_median(p50_added),
+        p50_added_interval=_median_interval(p50_added),
         p95_added=_median([b.p95_us - a.p95_us for a, b in pairs]),
-        cpu_added_iqr=_iqr(cpu_added),
         cpu_best=min(b.cpu_per_call_us for b in blocks),
         flush=_median([b.flush_per_call_us for b in blocks]),
     )
@@ -428,16 +458,41 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def _ratio_text(stock: float, p402: float) -> tuple[str, bool]:
-    if p402 <= 0:
-        return ("inf (P402 <= 0)" if stock > 0 else "n/a"), stock > 0
-    ratio = stock / p402
-    return f"{ratio:.1f}x", ratio >= TARGET_RATIO
+def _interval_verdict(low: float, high: float, limit: float) -> str:
+    """PASS: the whole interval is within ``limit``; MISS: none of it; UNCLEAR: it straddles
+    the limit (more ``--rounds``, or a quieter machine, would tell)."""
+    if high <= limit:
+        return "PASS"
+    return "MISS" if low > limit else "UNCLEAR"
+
+
+def _interval_text(interval: tuple[float, float]) -> str:
+    return f"[{interval[0]:+.0f},{interval[1]:+.0f}]"
+
+
+def _ratio_text(stock: Summary, p402: Summary) -> tuple[str, str]:
+    """The stock / P402 CPU overhead ratio of the medians, and its verdict from the two
+    intervals: PASS when even the least favourable ends (stock's low, P402's high) reach the
+    target, MISS when even the most favourable do not."""
+    if p402.cpu_added <= 0:
+        return ("inf (P402 <= 0)" if stock.cpu_added > 0 else "n/a"), (
+            "PASS" if stock.cpu_added_interval[0] > 0 else "UNCLEAR"
+        )
+    stock_low, stock_high = stock.cpu_added_interval
+    p402_low, p402_high = p402.cpu_added_interval
+    if p402_high > 0 and stock_low / p402_high >= TARGET_RATIO:
+        verdict = "PASS"
+    elif p402_low > 0 and stock_high / p402_low < TARGET_RATIO:
+        verdict = "MISS"
+    else:
+        verdict = "UNCLEAR"
+    return f"{stock.cpu_added / p402.cpu_added:.1f}x", verdict
 
 
 def report(results: Results, variants: list[str], calls: int, rounds: int) -> None:
     na = "n/a"
     targets: dict[str, list[str]] = {"cpu": [], "p50": [], "ratio": []}
+    confidence = f"{CONFIDENCE:.0%}"
     for mode in MODES:
         baseline = results.blocks.get((mode, "baseline"), [])
         summaries = {
@@ -446,10 +501,13 @@ def report(results: Results, variants: list[str], calls: int, rounds: int) -> No
             if baseline and results.blocks.get((mode, name))
         }
         print()
-        print(f"{mode}: {calls} calls/block x {rounds} rounds, medians over rounds (us)")
+        print(
+            f"{mode}: {calls} calls/block x {rounds} rounds, medians over rounds (us), "
+            f"{confidence} intervals of the overheads' medians"
+        )
         header = (
-            f"  {'variant':<11}{'CPU/call':>10}{'+CPU':>9}{'IQR +CPU':>10}{'flush':>8}{'x base':>8}"
-            f"{'p50':>10}{'+p50':>9}{'p95':>10}{'+p95':>9}  rounds"
+            f"  {'variant':<11}{'CPU/call':>10}{'+CPU':>9}{'interval':>13}{'flush':>7}"
+            f"{'x base':>8}{'p50':>9}{'+p50':>8}{'interval':>13}{'p95':>9}{'+p95':>8}  rounds"
         )
         print(header)
         print("  " + "-" * (len(header) - 2))
@@ -462,14 +520,16 @@ def report(results: Results, variants: list[str], calls: int, rounds: int) -> No
                 print(f"  {name:<11}{'no figures':>10}{note}")
             elif name == "baseline":
                 print(
-                    f"  {name:<11}{s.cpu:>10.1f}{'-':>9}{'-':>10}{'-':>8}{1.0:>8.2f}"
-                    f"{s.p50:>10.1f}{'-':>9}{s.p95:>10.1f}{'-':>9}{note}"
+                    f"  {name:<11}{s.cpu:>10.1f}{'-':>9}{'-':>13}{'-':>7}{1.0:>8.2f}"
+                    f"{s.p50:>9.1f}{'-':>8}{'-':>13}{s.p95:>9.1f}{'-':>8}{note}"
                 )
             else:
                 print(
-                    f"  {name:<11}{s.cpu:>10.1f}{s.cpu_added:>+9.1f}{s.cpu_added_iqr:>10.1f}"
-                    f"{s.flush:>8.1f}{s.cpu_ratio:>8.2f}{s.p50:>10.1f}{s.p50_added:>+9.1f}"
-                    f"{s.p95:>10.1f}{s.p95_added:>+9.1f}{note}"
+                    f"  {name:<11}{s.cpu:>10.1f}{s.cpu_added:>+9.1f}"
+                    f"{_interval_text(s.cpu_added_interval):>13}{s.flush:>7.1f}"
+                    f"{s.cpu_ratio:>8.2f}{s.p50:>9.1f}{s.p50_added:>+8.1f}"
+                    f"{_interval_text(s.p50_added_interval):>13}{s.p95:>9.1f}"
+                    f"{s.p95_added:>+8.1f}{note}"
                 )
         base = summaries.get("baseline")
         if base is not None and len(summaries) > 1:
@@ -479,26 +539,47 @@ def report(results: Results, variants: list[str], calls: int, rounds: int) -> No
                 if name != "baseline"
             )
             print(f"  cross-check, CPU overhead between the best rounds: {best}")
+        control = summaries.get(CONTROL)
+        if control is not None:
+            biased = [
+                f"{what} {interval[0]:+.0f} to {interval[1]:+.0f} us"
+                for what, interval in (
+                    ("CPU", control.cpu_added_interval),
+                    ("p50", control.p50_added_interval),
+                )
+                if not interval[0] <= 0 <= interval[1]
+            ]
+            verdict = (
+                "it does, within its intervals"
+                if not biased
+                else f"it adds {', '.join(biased)}: this run's noise biased its figures"
+            )
+            print(f"  noise check: the control (uninstrumented) should add 0; {verdict}")
         p402, stock = summaries.get("P402"), summaries.get("stock OTel")
         if p402 is None:
             targets["cpu"].append(na)
             targets["p50"].append(na)
         else:
+            cpu_low, cpu_high = p402.cpu_added_interval
+            p50_low, p50_high = p402.p50_added_interval
             targets["cpu"].append(
-                f"{p402.cpu_added:+.1f} us {_verdict(p402.cpu_added <= TARGET_CPU_US)}"
+                f"{p402.cpu_added:+.1f} us {_interval_verdict(cpu_low, cpu_high, TARGET_CPU_US)}"
             )
             targets["p50"].append(
-                f"{p402.p50_added:+.1f} us {_verdict(p402.p50_added <= TARGET_P50_US)}"
+                f"{p402.p50_added:+.1f} us {_interval_verdict(p50_low, p50_high, TARGET_P50_US)}"
             )
         if p402 is None or stock is None:
             targets["ratio"].append(na)
         else:
-            ratio, ratio_ok = _ratio_text(stock.cpu_added, p402.cpu_added)
+            ratio, ratio_verdict = _ratio_text(stock, p402)
             print(f"  CPU overhead, stock OTel / P402: {ratio}")
-            targets["ratio"].append(f"{ratio} {_verdict(ratio_ok)}")
+            targets["ratio"].append(f"{ratio} {ratio_verdict}")
 
     print()
-    print("targets (informational)")
+    print(
+        f"targets (informational; PASS or MISS when the whole {confidence} interval is on one "
+        "side, UNCLEAR when it straddles)"
+    )
     rows = [
         (f"P402 CPU overhead <= {TARGET_CPU_US:.0f} us/call (export incl.)", targets["cpu"]),
         (f"P402 p50 latency overhead <= {TARGET_P50_US:.0f} us", targets["p50"]),
@@ -806,6 +887,7 @@ def main() -> None:
             Baseline(),
             StockOTel(receiver["url"], receiver["ingest_key"]),
             P402(receiver["url"], receiver["ingest_key"], provider_url),
+            Baseline(CONTROL),
         ]
         names = [variant.name for variant in variants]
         results = Results()
