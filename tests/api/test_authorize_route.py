@@ -172,3 +172,4 @@ def test_an_unexpected_error_is_a_logged_500_either_way(app, keys, monkeypatch, 
             "error": {"code": "internal_error", "message": "internal server error"}
         }
         assert "the ledger broke" in caplog.text
+        assert any(record.exc_info for record in caplog.records)  # with its traceback

@@ -167,7 +167,9 @@ def create_app(
         plugins=[DocumentedErrors(), HandlerNames()],
         lifespan=scheduler_lifespans(engine, scheduler),
         # Configure only the app's own logger: the host process keeps its logging as it is.
-        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="always"),
+        # Errors are logged by the exception handlers, unexpected ones only (see
+        # ``error_answer``): a 404 or a 401 is not a traceback in the server's log.
+        logging_config=LoggingConfig(configure_root_logger=False, log_exceptions="never"),
         openapi_config=OpenAPIConfig(
             title="P402", version=__version__, path="/schema", use_handler_docstrings=True
         ),

@@ -96,11 +96,11 @@ def error_answer(
     error: Exception, logger: Any
 ) -> tuple[int, dict[str, dict[str, str]], dict[str, str]]:
     """The status, body and headers the API answers ``error`` with; logs an unexpected error
-    (with its traceback: call it where the error is being handled) and an unreachable
-    database."""
+    with its traceback, and an unreachable database. A client's error (4xx) is answered, not
+    logged: it is no fault of the server's."""
     found = problem_of(error)
     if found is None:
-        logger.exception("unhandled error")
+        logger.error("unhandled error", exc_info=error)
         found = INTERNAL_ERROR
     status_code, code, message = found
     headers: dict[str, str] = {}
