@@ -28,6 +28,14 @@ def _default_recursion_limit() -> None:
     sys.setrecursionlimit(_RECURSION_LIMIT)
 
 
+@pytest.fixture(autouse=True)
+def _closed_default_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The instrumentation's default endpoint, 127.0.0.1:4318, may be a server the developer
+    runs: a test that names no endpoint talks to a closed port instead, as it does on a
+    machine that runs none (CI's)."""
+    monkeypatch.setenv("P402_ENDPOINT", "http://127.0.0.1:9")
+
+
 POSTGRES_SERVER = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
