@@ -93,6 +93,9 @@ def test_one_bad_event_rejects_the_batch_and_nothing_is_written(client, keys):
         {**EVENT, "id": "b3", "cost_usd": 0.01},
         {**EVENT, "id": "b4", "planet": "mars"},
         {**EVENT, "id": ""},
+        {**EVENT, "id": "b6", "outcome": {}},
+        {**EVENT, "id": "b7", "department": ["finance"]},
+        {**EVENT, "id": "b8", "task_type": {"kind": "triage"}},
     ]
     response = _post(client, keys["ingest"], bad)
     assert response.status_code == 400
@@ -103,6 +106,9 @@ def test_one_bad_event_rejects_the_batch_and_nothing_is_written(client, keys):
         "event 3: cost_usd",
         "event 4: unknown field(s) planet",
         "event 5: id",
+        "event 6: outcome {} is not one of",
+        "event 7: department must be a single value, not a JSON array",
+        "event 8: task_type must be a single value, not a JSON object",
     ):
         assert fragment in message
     assert _events(client, keys["read"]) == []

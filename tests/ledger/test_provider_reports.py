@@ -89,6 +89,13 @@ def test_a_report_of_the_other_provider_is_refused_with_every_problem():
         read_report("openai", {"data": [{"start_time": 0, "end_time": 1, "results": [{}]}]})
 
 
+@pytest.mark.parametrize("kind", [{}, [], 7])
+def test_a_result_whose_object_is_not_a_string_is_refused(kind):
+    report = {"data": [{"start_time": 0, "end_time": 1, "results": [{"object": kind}]}]}
+    with pytest.raises(InvalidReport, match="object: expected a string"):
+        read_report("openai", report)
+
+
 @pytest.mark.parametrize(
     ("result", "problem"),
     [

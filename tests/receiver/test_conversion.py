@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -195,6 +196,32 @@ def test_text_the_ledger_cannot_store_is_rejected(attribute, value, message):
     assert conversion.records == []
     assert f"{attribute} " in conversion.errors[0]
     assert message in conversion.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(("legal", "tax"), "an array"), ({"name": "legal"}, "a key-value list"), (b"legal", "bytes")],
+)
+def test_an_owner_or_model_that_is_not_a_scalar_is_rejected_not_written_out(value, kind):
+    for attribute in ("p402.owner.department", "gen_ai.response.model"):
+        span = _span({**P402_SPAN, attribute: value})
+        conversion = convert_spans([span], PrivacyMode.METADATA_ONLY)
+        assert conversion.records == []
+        assert conversion.errors == [
+            f"span 00000000000000a1: {attribute} must be a string, not {kind}"
+        ]
+
+
+def test_structured_message_content_is_kept_as_json():
+    messages = ({"role": "user", "parts": ({"type": "text", "content": "Is this NDA standard?"},)},)
+    span = _span(
+        {**P402_SPAN, "p402.privacy.mode": "full_trace", "gen_ai.input.messages": messages}
+    )
+    (record,) = convert_spans([span], PrivacyMode.FULL_TRACE).records
+    assert record.content_input is not None
+    assert json.loads(record.content_input) == [
+        {"role": "user", "parts": [{"type": "text", "content": "Is this NDA standard?"}]}
+    ]
 
 
 def test_text_attributes_of_other_types_are_stored_as_text():

@@ -182,7 +182,7 @@ def openai_line_item_model(line_item: str | None) -> str | None:
 
 
 def _openai_result(start_ms: int, end_ms: int, result: Mapping[str, Any]) -> ReportedResult:
-    kind_object = result.get("object")
+    kind_object = _text(result, "object")
     if kind_object in _OPENAI_USAGE_OBJECTS:
         return ReportedResult(
             kind="usage",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -100,19 +101,34 @@ def _count(attributes: dict[str, Any], key: str) -> int | None:
     return value
 
 
-def _text(attributes: dict[str, Any], key: str, limit: int = 200) -> str | None:
-    """A text attribute as the ledger can store it (at most ``limit`` characters, no NUL)."""
+def _text(
+    attributes: dict[str, Any], key: str, limit: int = 200, *, structured: bool = False
+) -> str | None:
+    """A text attribute as the ledger can store it (at most ``limit`` characters, no NUL).
+
+    A number is written out; an array or a key-value list is refused, unless ``structured``
+    (message content, which GenAI instrumentations may record as structured values): it is
+    then kept as JSON."""
     value = attributes.get(key)
     if type(value) is str and len(value) <= limit and "\x00" not in value:
         return value or None  # the usual case, decided at once
     if value is None or value == "":
         return None
-    text = str(value)
+    if isinstance(value, tuple | list | dict | bytes):
+        if not structured or isinstance(value, bytes):
+            kind = _KINDS.get(type(value), "an array")
+            raise InvalidSpan(f"{key} must be a string, not {kind}")
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    else:
+        text = str(value)
     if "\x00" in text:
         raise InvalidSpan(f"{key} contains a NUL character")
     if len(text) > limit:
         raise InvalidSpan(f"{key} is longer than {limit} characters")
     return text
+
+
+_KINDS: Final = {dict: "a key-value list", bytes: "bytes"}
 
 
 def _values(allowed: type[Any]) -> dict[str, str]:
@@ -181,8 +197,8 @@ def _content(
     if mode is PrivacyMode.METADATA_ONLY:
         return None, None, None, None
     texts = [
-        _text(attributes, v.GEN_AI_INPUT_MESSAGES, MAX_CONTENT_LENGTH),
-        _text(attributes, v.GEN_AI_OUTPUT_MESSAGES, MAX_CONTENT_LENGTH),
+        _text(attributes, v.GEN_AI_INPUT_MESSAGES, MAX_CONTENT_LENGTH, structured=True),
+        _text(attributes, v.GEN_AI_OUTPUT_MESSAGES, MAX_CONTENT_LENGTH, structured=True),
     ]
     fingerprints = [
         _text(attributes, v.P402_CONTENT_FINGERPRINT_INPUT, 64),

@@ -108,6 +108,9 @@ def _span_of(event: Mapping[str, Any]) -> tuple[PlainSpan, str | None]:
     attributes.setdefault(v.GEN_AI_OPERATION_NAME, "chat")
     for field, attribute in _ATTRIBUTE_OF.items():
         value = event.get(field)
+        if isinstance(value, list | dict):
+            kind = "array" if isinstance(value, list) else "object"
+            raise InvalidSpan(f"{field} must be a single value, not a JSON {kind}")
         if value is not None:
             attributes[attribute] = value
     if (cost := event.get("cost_usd")) is not None:
@@ -119,7 +122,7 @@ def _span_of(event: Mapping[str, Any]) -> tuple[PlainSpan, str | None]:
             v.CostSource.PROVIDER.value if reported else v.CostSource.LOCAL.value
         )
     outcome = event.get("outcome")
-    if outcome is not None and outcome not in _OUTCOMES:
+    if outcome is not None and (not isinstance(outcome, str) or outcome not in _OUTCOMES):
         raise InvalidSpan(f"outcome {outcome!r} is not one of {', '.join(sorted(_OUTCOMES))}")
     return PlainSpan("", "", "", start_ns, start_ns, attributes, {}), outcome
 
