@@ -205,6 +205,11 @@ def test_tampered_bundles_each_fail_at_their_own_check(engine, acme, chain_env, 
     # Not a bundle at all.
     broken = _verify_cli(tmp_path, {"receipt": {}}, rpc_url)
     assert broken.exit_code == 2
+    # No node to ask: an unset variable, or the embedded chain's name.
+    for nowhere in ("", "embedded"):
+        unanswerable = _verify_cli(tmp_path, genuine, nowhere)
+        assert unanswerable.exit_code == 2
+        assert "--rpc-url" in unanswerable.output and "names no node" in unanswerable.output
 
 
 class _CrashAfterSending(AnchorChain):

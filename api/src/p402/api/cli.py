@@ -146,8 +146,17 @@ def verify(bundle: TextIO, rpc_url: str, confirmations: int, require_finalized: 
     against the chain alone: receipt hash, Merkle audit path, anchor transaction, submitter,
     root on chain, block and finality. Exits 1 naming the failed check (2: not a bundle,
     3: node unreachable)."""
+    from p402.settlement.chain import EMBEDDED
     from p402.settlement.verify import verify_command
 
+    if rpc_url.strip() in ("", EMBEDDED):
+        raise click.BadParameter(
+            "names no node. A receipt is verified against a node of the chain it is anchored "
+            "on; the embedded chain (P402_CHAIN_RPC_URL unset) lives only in its server's "
+            "process, so its receipts cannot be checked from outside: anchor on a real chain "
+            "for receipts anyone can verify.",
+            param_hint="--rpc-url",
+        )
     sys.exit(
         verify_command(
             bundle.read(),
