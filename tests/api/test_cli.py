@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -91,7 +94,52 @@ def test_demo_once_tells_acme_corps_month_and_exits_zero(tmp_path):
     # a receipt anchored on the embedded chain, every verification check passed
     for check in ("receipt_hash", "audit_path", "status", "submitter", "root_on_chain"):
         assert f"verify: {check}: ok" in err
-    assert "#key=" in err
+    # its server stops with it: no links to a server that is gone
+    assert "#key=" not in err and "ran with --once" in err
+
+
+def test_the_demo_keeps_serving_what_its_links_show_until_sigterm(tmp_path):
+    with subprocess.Popen(
+        [P402, "demo", "--port", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    ) as demo:
+        try:
+            assert demo.stderr is not None
+            told: list[str] = []
+            deadline = time.monotonic() + 300
+            while not any("Serving until interrupted" in line for line in told):
+                line = demo.stderr.readline()
+                assert line or demo.poll() is None, "".join(told)
+                assert time.monotonic() < deadline, "".join(told)
+                told.append(line)
+            links = dict(re.findall(r"^  (\w[\w ]*?): +(.+)$", "".join(told), re.MULTILINE))
+            key = re.search(r"#key=(\S+)", links["dashboard"])
+            assert key is not None
+            for name in ("spend", "budgets", "receipt", "its proof"):
+                # each line is a whole curl command: run it as it is, in a shell
+                command = (
+                    links[name].replace(" -o receipt.pdf", " -o -").replace(" > proof.json", "")
+                )
+                answer = subprocess.run(
+                    f"{command} --silent --show-error --fail", shell=True, capture_output=True
+                )
+                assert answer.returncode == 0, (name, answer.stderr)
+                if name == "receipt":
+                    assert answer.stdout.startswith(b"%PDF")
+                elif name == "its proof":
+                    assert "anchor" in json.loads(answer.stdout)
+                else:
+                    assert json.loads(answer.stdout)
+            demo.send_signal(signal.SIGTERM)
+            assert demo.wait(timeout=60) == 0
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
 
 
 def test_migrate_brings_an_empty_database_to_the_latest_migration(database_url):

@@ -464,25 +464,31 @@ def run_demo(*, once: bool, port: int = 4318) -> int:
         _run_jobs(app, ("alerts", "anomalies", "observations"), console)
         receipt_id = _settle_and_verify(api, engine, "alice-phoenix-live", console)
         _report(api, out, now)
+        if once:
+            console.print(
+                "\nThe demo ran with --once: its server and its embedded chain stop now. Run "
+                "`p402 demo` without --once to keep them, with the links to look around."
+            )
+            return 0
         read_key = keys[Role.READ]
-        console.print(
+        header = f"-H 'x-p402-api-key: {read_key}'"
+        receipt = f"{server.url}/v1/receipts/{receipt_id}"
+        console.print(  # not wrapped: every line can be copied whole
             f"\nWhere to look (the read key is shown once): [bold]{read_key}[/]\n"
             f"  dashboard:  {server.url}/#key={read_key}\n"
-            f"  spend:      curl -H 'x-p402-api-key: {read_key}' "
-            f"'{server.url}/v1/spend?group_by=department,model'\n"
-            f"  budgets:    curl -H 'x-p402-api-key: {read_key}' '{server.url}/v1/budgets'\n"
-            f"  receipt:    {server.url}/v1/receipts/{receipt_id} (.pdf for the document)\n"
-            f"  its proof:  curl -H 'x-p402-api-key: {read_key}' "
-            f"'{server.url}/v1/receipts/{receipt_id}/proof' > proof.json\n"
+            f"  spend:      curl {header} '{server.url}/v1/spend?group_by=department,model'\n"
+            f"  budgets:    curl {header} '{server.url}/v1/budgets'\n"
+            f"  receipt:    curl {header} '{receipt}.pdf' -o receipt.pdf\n"
+            f"  its proof:  curl {header} '{receipt}/proof' > proof.json\n"
             f"  OpenAPI:    {server.url}/schema\n"
-            "The embedded chain lives in this process only: it is gone when the demo stops.\n"
+            "The embedded chain lives in this process only: it is gone when the demo stops.",
+            soft_wrap=True,
         )
-        if not once:
-            console.print("Serving until interrupted (Ctrl-C).")
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
+        console.print("Serving until interrupted (Ctrl-C).")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
         return 0
     finally:
         instrumentor.uninstrument()
