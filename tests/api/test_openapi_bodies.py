@@ -17,6 +17,7 @@ from p402.api import create_app
 from p402.instrumentation.tiers import ModelTier
 from p402.instrumentation.vocabulary import (
     OWNER_DIMENSIONS,
+    TOTAL_EVENTS_HEADER,
     BudgetPeriod,
     BudgetScope,
     CapAction,
@@ -141,6 +142,22 @@ def test_an_otlp_export_is_documented_as_protobuf_bytes_or_otlp_json(document):
     assert {"traceId", "spanId", "startTimeUnixNano", "attributes"} <= set(span["properties"])
     answer = _operation(document, "post", "/v1/traces")["responses"]["200"]["content"]
     assert set(answer) == {PROTOBUF, JSON}
+
+
+def test_answers_in_other_media_types_are_documented_as_the_server_sends_them(
+    document, client, keys
+):
+    export = _operation(document, "get", "/v1/export")["responses"]["200"]
+    headers = {"x-p402-api-key": keys["read"]}
+    for export_format in ("csv", "focus", "bundle"):
+        response = client.get("/v1/export", params={"format": export_format}, headers=headers)
+        assert response.status_code == 200
+        assert response.headers["content-type"].split(";")[0] in export["content"]
+        assert TOTAL_EVENTS_HEADER in response.headers
+    assert set(export["content"]) == {"text/csv", "application/zip"}
+    assert TOTAL_EVENTS_HEADER in export["headers"]
+    receipt = _operation(document, "get", "/v1/receipts/{receipt_id}")["responses"]["200"]
+    assert set(receipt["content"]) == {"application/json", "application/pdf", "text/csv"}
 
 
 def test_the_bodies_speak_the_one_vocabulary(document):

@@ -11,6 +11,7 @@ from litestar.response import Stream
 from sqlalchemy import Engine
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
+from p402.api.openapi_answers import CSV, EXPORT, ZIP
 from p402.instrumentation.vocabulary import TOTAL_EVENTS_HEADER
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.events import EventFilter, spend
@@ -21,7 +22,7 @@ __all__ = ["get_export"]
 
 """How many events the export holds (counted before it streams): what progress is shown of."""
 
-_MEDIA_TYPES = {"csv": "text/csv", "focus": "text/csv", "bundle": "application/zip"}
+_MEDIA_TYPES = {"csv": CSV, "focus": CSV, "bundle": ZIP}
 _SUFFIXES = {"csv": "events.csv", "focus": "focus.csv", "bundle": "finance-bundle.zip"}
 
 
@@ -41,7 +42,13 @@ def _total_events(engine: Engine, tenant_id: int, event_filter: EventFilter) -> 
     return int(total["events"])
 
 
-@get("/v1/export", opt={"role": "read"}, tags=["exports"], sync_to_thread=True)
+@get(
+    "/v1/export",
+    opt={"role": "read"},
+    tags=["exports"],
+    sync_to_thread=True,
+    operation_class=EXPORT.operation_class,
+)
 def get_export(
     engine: LedgerEngine,
     identity: CallerIdentity,

@@ -11,6 +11,7 @@ from litestar.params import FromPath, Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
+from p402.api.openapi_answers import CSV, JSON, PDF, RECEIPT
 from p402.api.routes.filters import MAX_LIMIT
 from p402.ledger.events import InvalidCursor
 from p402.settlement.documents import receipt_pdf, receipts_csv
@@ -19,9 +20,6 @@ from p402.settlement.receipts import get_receipt, list_receipts
 
 __all__ = ["get_receipt_by_id", "get_receipt_proof", "get_receipts"]
 
-JSON: Final = "application/json"
-PDF: Final = "application/pdf"
-CSV: Final = "text/csv"
 _SUFFIXES: Final = {".json": JSON, ".pdf": PDF, ".csv": CSV}
 
 
@@ -60,7 +58,13 @@ def get_receipts(
     return Response({"data": page.data, "next_cursor": page.next_cursor})
 
 
-@get("/v1/receipts/{receipt_id:str}", opt={"role": "read"}, tags=["receipts"], sync_to_thread=True)
+@get(
+    "/v1/receipts/{receipt_id:str}",
+    opt={"role": "read"},
+    tags=["receipts"],
+    sync_to_thread=True,
+    operation_class=RECEIPT.operation_class,
+)
 def get_receipt_by_id(
     request: Request[object, object, State],
     engine: LedgerEngine,
