@@ -94,7 +94,7 @@ def test_signed_events_are_verified_against_the_key_that_sent_them(engine, stand
 
 
 def test_events_signed_with_the_tenants_signing_key_verify_whichever_key_sends_them(
-    engine, standin, tmp_path
+    engine, standin, tmp_path, caplog
 ):
     identity, ingest_key = create_key(engine, tenant="acme", role=Role.INGEST)
     set_max_privacy_mode(engine, identity.tenant_id, PrivacyMode.PRIVATE_GATEWAY)
@@ -116,8 +116,12 @@ def test_events_signed_with_the_tenants_signing_key_verify_whichever_key_sends_t
 
         metered_call(tenant_key.upper())  # as pasted: the digits in either case
         assert stored() == 1
-        metered_call("ab" * 32)  # another key: refused
+        caplog.clear()
+        metered_call("ab" * 32)  # another key: refused, and the service's log says so
         assert stored() == 1
+        refusals = [r for r in caplog.records if "refused 1 economic event" in r.getMessage()]
+        assert [r.levelname for r in refusals] == ["ERROR"]
+        assert "signature does not match" in refusals[0].getMessage()
         http.put("/v1/settings", json={"signing_key": None}, headers={"x-p402-api-key": admin_key})
         metered_call(tenant_key)  # the tenant no longer has that key
         assert stored() == 1

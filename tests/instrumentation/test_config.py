@@ -114,3 +114,33 @@ def test_owner_defaults_also_come_from_the_resource_attributes_and_p402_owner_wi
     assert (
         P402Config.load({"OTEL_RESOURCE_ATTRIBUTES": "p402.owner.department"}).owner_defaults == {}
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ab" * 32 + "c", "ab" * 31, "0x" + "ab" * 32, "my own secret"],
+)
+def test_a_signing_key_that_is_not_a_tenants_key_is_refused(value):
+    with pytest.raises(ConfigurationError, match="P402_SIGNING_KEY is not the tenant's"):
+        P402Config.load({"P402_SIGNING_KEY": value})
+
+
+def test_a_tenants_signing_key_is_taken_in_either_case():
+    assert P402Config.load({"P402_SIGNING_KEY": "AB" * 32}).signing_key == "AB" * 32
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("ab" * 32, True),
+        ("shared fingerprint secret", True),
+        ("ab" * 31 + "a", False),
+        ("0x" + "ab" * 32, False),
+    ],
+)
+def test_a_fingerprint_key_is_a_tenants_key_or_text_but_no_near_miss(value, accepted):
+    if accepted:
+        assert P402Config.load({"P402_FINGERPRINT_KEY": value}).fingerprint_key == value
+    else:
+        with pytest.raises(ConfigurationError, match="P402_FINGERPRINT_KEY looks like a key"):
+            P402Config.load({"P402_FINGERPRINT_KEY": value})

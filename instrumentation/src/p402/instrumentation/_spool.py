@@ -51,8 +51,10 @@ from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import urllib3
+from google.protobuf.message import DecodeError
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -326,6 +328,9 @@ class SpoolingSpanExporter(SpanExporter):
         self._closed = False
         self._drop_warning = _Throttle()
         self._failure_warning = _Throttle()
+        self._rejection_warning = _Throttle()
+        self.rejected_spans = 0
+        """Spans the endpoint took but refused (OTLP ``partial_success``): lost."""
         self._start()
         if hasattr(os, "register_at_fork"):
             reference = weakref.WeakMethod(self._start)
@@ -415,6 +420,8 @@ class SpoolingSpanExporter(SpanExporter):
             self._warn_failure(f"{type(error).__name__}: {error}")
             return _Outcome.RETRY
         if 200 <= status < 300:
+            if answer:  # an empty answer: every span was taken
+                self._note_rejections(answer)
             return _Outcome.DELIVERED
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
             logger.error(
@@ -427,6 +434,24 @@ class SpoolingSpanExporter(SpanExporter):
             return _Outcome.REFUSED
         self._warn_failure(f"HTTP {status}")
         return _Outcome.RETRY
+
+    def _note_rejections(self, answer: bytes) -> None:
+        """Count the spans a delivered batch had refused (invalid, or signed with a key the
+        endpoint does not know), and say so: sending them again cannot succeed."""
+        try:
+            partial = ExportTraceServiceResponse.FromString(answer).partial_success
+        except DecodeError:
+            return
+        if partial.rejected_spans:
+            self.rejected_spans += partial.rejected_spans
+            if self._rejection_warning.ready():
+                logger.error(
+                    "P402 endpoint %s refused %d economic event(s) in all so far; they are "
+                    "lost (latest reason: %s)",
+                    self.url,
+                    self.rejected_spans,
+                    partial.error_message[:500] or "none given",
+                )
 
     def _warn_failure(self, reason: str) -> None:
         if self._failure_warning.ready():

@@ -43,6 +43,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 from p402.instrumentation.exceptions import ConfigurationError
+from p402.instrumentation.privacy import TENANT_KEY
 from p402.instrumentation.providers import ProviderRoute, parse_providers
 from p402.instrumentation.vocabulary import OWNER_ATTRIBUTE_PREFIX, OWNER_DIMENSIONS, PrivacyMode
 
@@ -100,6 +101,33 @@ def _byte_count(value: object, setting: str) -> int:
     if count < 0:
         raise ConfigurationError(f"{setting}={value!r} is not a number of bytes (0 or more)")
     return count
+
+
+_HEX_DIGITS: Final = re.compile(r"(0[xX])?[0-9a-fA-F]{32,}")
+"""What can only be meant as a key in hex."""
+_KEY_SOURCE: Final = "copy the 64 hex digits PUT /v1/settings showed"
+
+
+def _fingerprint_key(value: str | None) -> str | None:
+    """The tenant's 64 hex digits, or any other text (fingerprints need only be keyed alike
+    everywhere); a long run of hex digits that is not a tenant's key (a digit lost in
+    copying, a ``0x``) is refused rather than used as text."""
+    if value is None or TENANT_KEY.fullmatch(value) or not _HEX_DIGITS.fullmatch(value):
+        return value
+    raise ConfigurationError(
+        f"P402_FINGERPRINT_KEY looks like a key in hex but is not a tenant's: {_KEY_SOURCE}"
+    )
+
+
+def _signing_key(value: str | None) -> str | None:
+    """The tenant's signing key, 64 hex digits: the receiver verifies signed events with it
+    (or with the API key's hash), and with no other text, so any other value would have
+    every signed event refused."""
+    if value is None or TENANT_KEY.fullmatch(value):
+        return value
+    raise ConfigurationError(
+        f"P402_SIGNING_KEY is not the tenant's signing key (64 hex digits): {_KEY_SOURCE}"
+    )
 
 
 def _patterns(value: str) -> tuple[str, ...]:
@@ -209,8 +237,8 @@ class P402Config:
                 FailMode, pick("fail_mode", "P402_FAIL_MODE") or FailMode.OPEN, "P402_FAIL_MODE"
             ),
             owner_defaults=owner_defaults,
-            fingerprint_key=pick("fingerprint_key", "P402_FINGERPRINT_KEY"),
-            signing_key=pick("signing_key", "P402_SIGNING_KEY"),
+            fingerprint_key=_fingerprint_key(pick("fingerprint_key", "P402_FINGERPRINT_KEY")),
+            signing_key=_signing_key(pick("signing_key", "P402_SIGNING_KEY")),
             redact_patterns=tuple(redact_patterns),
             include_stream_usage=True if stream_usage is None else bool(stream_usage),
             spool_dir=(
