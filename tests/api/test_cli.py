@@ -12,6 +12,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from p402.ledger.database import connect
 from p402.ledger.keys import Role, resolve_key
 
@@ -140,6 +142,35 @@ def test_the_demo_keeps_serving_what_its_links_show_until_sigterm(tmp_path):
             if demo.poll() is None:
                 demo.kill()
                 demo.wait()
+
+
+@pytest.mark.parametrize(
+    ("url", "cause"),
+    [
+        ("nonsense", "Could not parse"),
+        ("foo://bar", "Can't load plugin"),
+        ("sqlite:///{tmp}/no-such-directory/p402.db", "unable to open database file"),
+        ("sqlite:///:memory:", "is in memory"),
+        ("postgresql+psycopg://postgres@127.0.0.1:1/p402", "Connection refused"),
+    ],
+)
+def test_a_ledger_database_that_cannot_be_used_is_one_line_naming_it(url, cause, tmp_path):
+    url = url.format(tmp=tmp_path)
+    for command in (("migrate",), ("keys", "create", "--tenant", "acme", "--role", "read")):
+        result = _run(*command, env={"P402_DATABASE_URL": url})
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("Error: the ledger database") and "P402_DATABASE_URL" in line
+        assert cause in line
+
+
+@pytest.mark.parametrize(("port", "problem"), [("abc", "valid integer"), ("99999", "range")])
+def test_a_port_that_is_not_one_is_a_usage_error(port, problem):
+    result = _run("serve", env={"P402_PORT": port})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--port" in result.stderr and problem in result.stderr
 
 
 def test_migrate_brings_an_empty_database_to_the_latest_migration(database_url):

@@ -10,6 +10,7 @@ from typing import TextIO
 import click
 
 from p402.api.cli_data import export_command, import_command, tenant
+from p402.api.cli_database import ledger, redact_url
 from p402.instrumentation.vocabulary import Role
 
 __all__ = ["main"]
@@ -33,14 +34,16 @@ def main() -> None:
 )
 @click.option(
     "--port",
-    type=int,
-    default=lambda: int(os.environ.get("P402_PORT", "4318")),
+    type=click.IntRange(min=1, max=65535),
+    envvar="P402_PORT",
+    default=4318,
     show_default="4318 or P402_PORT",
 )
 @click.option(
     "--grpc-port",
     type=click.IntRange(min=0, max=65535),
-    default=lambda: int(os.environ.get("P402_GRPC_PORT", "4317")),
+    envvar="P402_GRPC_PORT",
+    default=4317,
     show_default="4317 or P402_GRPC_PORT",
     help="Port of the OTLP/gRPC receiver (0: none).",
 )
@@ -50,11 +53,11 @@ def serve(host: str, port: int, grpc_port: int) -> None:
 
     from p402.api.app import create_app
     from p402.api.otlp_grpc import OtlpGrpcServer
-    from p402.ledger.database import connect, database_url
+    from p402.ledger.database import database_url
 
     url = database_url()
-    _say(f"P402 serving on http://{host}:{port} (database {_redact(url)})")
-    engine = connect(url)
+    engine = ledger(url)
+    _say(f"P402 serving on http://{host}:{port} (database {redact_url(url)})")
     app = create_app(engine)
     grpc_server = None
     if grpc_port:
@@ -79,11 +82,11 @@ def serve(host: str, port: int, grpc_port: int) -> None:
 @main.command("migrate")
 def migrate_command() -> None:
     """Apply the ledger's migrations to the P402_DATABASE_URL database (creating it)."""
-    from p402.ledger.database import connect, database_url, migrate
+    from p402.ledger.database import database_url
 
     url = database_url()
-    migrate(connect(url))
-    _say(f"schema at the latest migration on {_redact(url)}")
+    ledger(url)
+    _say(f"schema at the latest migration on {redact_url(url)}")
 
 
 @main.group()
@@ -96,11 +99,9 @@ def keys() -> None:
 @click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
 def keys_create(tenant: str, role: str) -> None:
     """Create an API key and print it, once, alone on standard output."""
-    from p402.ledger.database import connect, migrate
     from p402.ledger.keys import create_key
 
-    engine = connect()
-    migrate(engine)
+    engine = ledger()
     identity, key = create_key(engine, tenant=tenant, role=Role(role))
     _say(f"created {role} key {identity.key_id} for tenant {tenant!r}; it is shown only once")
     click.echo(key)
@@ -110,9 +111,10 @@ def keys_create(tenant: str, role: str) -> None:
 @click.option("--once", is_flag=True, help="Exit after printing the summary.")
 @click.option(
     "--port",
-    type=int,
-    default=lambda: int(os.environ.get("P402_PORT", "4318")),
-    show_default="4318, or a free port if taken",
+    type=click.IntRange(min=0, max=65535),
+    envvar="P402_PORT",
+    default=4318,
+    show_default="4318 or P402_PORT, or a free port if taken",
 )
 def demo(once: bool, port: int) -> None:
     """Run P402 end to end on embedded defaults and print the resulting spend."""
@@ -171,11 +173,3 @@ def verify(bundle: TextIO, rpc_url: str, confirmations: int, require_finalized: 
 
 for _command in (export_command, import_command, tenant):
     main.add_command(_command)
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{location}"

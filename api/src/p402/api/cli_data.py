@@ -17,6 +17,7 @@ from typing import IO, Any, Final, TypeVar
 
 import click
 
+from p402.api.cli_database import ledger
 from p402.api.remote import ApiClient, RemoteError
 from p402.instrumentation.vocabulary import EVENT_FILTERS, EXPORT_FORMATS, TOTAL_EVENTS_HEADER
 from p402.ledger.provider_csv import CSV_MEDIA_TYPE, looks_like_csv
@@ -216,13 +217,11 @@ def tenant() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def tenant_delete(name: str, yes: bool) -> None:
     """Delete every row of tenant NAME in every table, the tenant and its keys included."""
-    from p402.ledger.database import connect, migrate
     from p402.ledger.erasure import erase_tenant
     from p402.ledger.keys import tenant_id
 
-    engine = connect()
+    engine = ledger()
     try:
-        migrate(engine)
         found = tenant_id(engine, name)
         if found is None:
             _say(f"no tenant {name!r}")

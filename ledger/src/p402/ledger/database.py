@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, text
 
 from p402.ledger import models  # noqa: F401 - registers the tables on SQLModel.metadata
 
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "alembic_config",
     "connect",
+    "in_memory",
     "database_url",
     "migrate",
     "refresh_statistics",
@@ -79,6 +80,13 @@ def _sqlite_engine(url: str, *, reservations: bool = False) -> Engine:
     return engine
 
 
+def in_memory(url: URL) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (each connection its own)."""
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or "mode=memory" in str(url)
+    )
+
+
 def connect(url: str | None = None) -> Engine:
     """An engine for ``url`` (default: ``P402_DATABASE_URL``), set up for concurrent use."""
     url = url or database_url()
@@ -114,7 +122,6 @@ def reservation_engine(engine: Engine) -> Engine:
     if found is not engine:
         return found or engine
     url = engine.url
-    in_file = url.database not in (None, "", ":memory:") and "mode=memory" not in str(url)
     with _reservation_lock:
         reservations = _reservation_engines.get(engine)
         if reservations is None and engine not in _reservation_engines:
@@ -122,7 +129,7 @@ def reservation_engine(engine: Engine) -> Engine:
             if url.get_backend_name() == "postgresql":
                 # reservations of one tenant run one at a time (a lock): a smaller pool
                 reservations = create_engine(address, pool_size=4, max_overflow=12)
-            elif url.get_backend_name() == "sqlite" and in_file:
+            elif url.get_backend_name() == "sqlite" and not in_memory(url):
                 reservations = _sqlite_engine(address, reservations=True)
             if reservations is not None:
                 event.listen(engine, "engine_disposed", partial(_dispose, reservations))
