@@ -3,6 +3,7 @@ clock, in the background with configurable intervals, and with the app's lifespa
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -10,7 +11,14 @@ import pytest
 from litestar.testing import TestClient
 
 from p402.api import create_app
-from p402.api.scheduler import JOBS, Job, Scheduler, UnknownJob
+from p402.api.scheduler import (
+    JOBS,
+    Job,
+    Scheduler,
+    SettingsError,
+    UnknownJob,
+    check_settings,
+)
 from p402.ledger.database import connect
 from p402.ledger.lease import lease_holder
 
@@ -148,6 +156,44 @@ def test_intervals_come_from_the_defaults_the_environment_or_the_caller(engine):
         Scheduler(engine, environ={"P402_ANOMALY_INTERVAL_SECONDS": "soon"})
     with pytest.raises(ValueError, match="positive"):
         Scheduler(engine, intervals={"webhooks": 0}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("P402_ALERT_INTERVAL_SECONDS", value, "P402_ALERT_INTERVAL_SECONDS must be a number")
+        for value in ("abc", "0", "-1", "nan", "inf", "1e300")
+    ]
+    + [
+        ("P402_RECEIPT_IDLE_SECONDS", "abc", "P402_RECEIPT_IDLE_SECONDS must be an integer"),
+        ("P402_RECEIPT_IDLE_SECONDS", "-3", "P402_RECEIPT_IDLE_SECONDS must not be negative"),
+        ("P402_CHAIN_CONFIRMATIONS", "-5", "P402_CHAIN_CONFIRMATIONS must be an integer >= 1"),
+        ("P402_CHAIN_RPC_URL", "not a url", "P402_CHAIN_RPC_URL must be an http(s) URL"),
+        ("P402_CHAIN_RPC_URL", "http://127.0.0.1:1", "needs the submitter's key"),
+    ],
+)
+def test_a_wrong_setting_of_the_jobs_stops_the_server_at_start_naming_it(
+    engine, monkeypatch, setting, value, message
+):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        check_settings({setting: value})
+    monkeypatch.setenv(setting, value)
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        create_app(engine, scheduler=True)
+    create_app(engine, scheduler=False)  # a server without the jobs does not need them
+
+
+def test_a_keystore_that_cannot_be_opened_is_named(tmp_path):
+    keystore = tmp_path / "key.json"
+    keystore.write_text('{"not": "a V3 keystore"}')
+    settings = {
+        "P402_CHAIN_RPC_URL": "http://127.0.0.1:1",
+        "P402_CHAIN_KEYSTORE": str(keystore),
+        "P402_CHAIN_KEYSTORE_PASSWORD": "x",
+    }
+    with pytest.raises(SettingsError, match="P402_CHAIN_KEYSTORE: cannot open the keystore"):
+        check_settings(settings)
+    check_settings({})  # the defaults are right
 
 
 def test_the_app_runs_the_scheduler_for_its_lifetime_unless_turned_off(engine, monkeypatch):

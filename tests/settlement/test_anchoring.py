@@ -387,7 +387,7 @@ def test_the_submitter_key_can_come_from_a_keystore(tmp_path, anvil):
     env = {"P402_CHAIN_RPC_URL": anvil.url, "P402_CHAIN_KEYSTORE": str(keystore)}
     with pytest.raises(ValueError, match="P402_CHAIN_KEYSTORE_PASSWORD"):
         chain_from_environment(env)
-    with pytest.raises(ValueError, match="cannot open keystore"):
+    with pytest.raises(ValueError, match="cannot open the keystore"):
         chain_from_environment({**env, "P402_CHAIN_KEYSTORE_PASSWORD": "wrong"})
     chain = chain_from_environment({**env, "P402_CHAIN_KEYSTORE_PASSWORD": "correct horse"})
     assert chain.submitter == DEV_ADDRESS_0

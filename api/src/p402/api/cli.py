@@ -53,12 +53,16 @@ def serve(host: str, port: int, grpc_port: int) -> None:
 
     from p402.api.app import create_app
     from p402.api.otlp_grpc import OtlpGrpcServer
+    from p402.api.scheduler import SettingsError
     from p402.ledger.database import database_url
 
     url = database_url()
     engine = ledger(url)
+    try:
+        app = create_app(engine)
+    except SettingsError as error:
+        raise click.ClickException(str(error)) from None
     _say(f"P402 serving on http://{host}:{port} (database {redact_url(url)})")
-    app = create_app(engine)
     grpc_server = None
     if grpc_port:
         try:

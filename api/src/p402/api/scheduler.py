@@ -14,6 +14,7 @@ adds its job with one line there. Tests run a job once, synchronously, with
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -36,21 +37,28 @@ from p402.ledger.database import refresh_statistics
 from p402.ledger.lease import hold_lease, release_lease
 from p402.ledger.observations import compute_observations
 from p402.ledger.webhooks import deliver_due
+from p402.settlement.chain import check_chain_settings
 from p402.settlement.jobs import seal_idle_sessions, settle_on_configured_chain
+from p402.settlement.sealing import idle_seconds
 
 __all__ = [
     "JOBS",
     "LEASE_SECONDS",
+    "MAX_INTERVAL_SECONDS",
     "Job",
     "JobRun",
     "Scheduler",
+    "SettingsError",
     "UnknownJob",
+    "check_settings",
     "scheduler_enabled",
     "scheduler_lifespans",
 ]
 
 LEASE_SECONDS: Final = 30.0
 """How long the leader's lease lasts unless renewed (it renews every third of it)."""
+MAX_INTERVAL_SECONDS: Final = 7 * 86_400
+"""The longest interval a job may be given: a week."""
 
 _log = logging.getLogger("p402.scheduler")
 
@@ -89,6 +97,10 @@ class JobRun:
     result: object = None
 
 
+class SettingsError(ValueError):
+    """A setting of the scheduler's jobs is wrong."""
+
+
 class UnknownJob(KeyError):
     """No job of that name is registered."""
 
@@ -97,15 +109,35 @@ def _interval(job: Job, intervals: Mapping[str, float], environ: Mapping[str, st
     if job.name in intervals:
         seconds = float(intervals[job.name])
     elif job.interval_env and environ.get(job.interval_env):
+        value = environ[job.interval_env]
         try:
-            seconds = float(environ[job.interval_env])
+            seconds = float(value)
         except ValueError:
-            raise ValueError(f"{job.interval_env} must be a number of seconds") from None
+            seconds = math.nan
+        if not 0 < seconds <= MAX_INTERVAL_SECONDS:
+            raise SettingsError(
+                f"{job.interval_env} must be a number of seconds above 0 and at most "
+                f"{MAX_INTERVAL_SECONDS:,}, not {value!r}"
+            )
     else:
         seconds = job.interval_seconds
-    if not seconds > 0:
-        raise ValueError(f"the interval of job {job.name!r} must be positive, not {seconds}")
+    if not 0 < seconds <= MAX_INTERVAL_SECONDS:
+        raise SettingsError(f"the interval of job {job.name!r} must be positive, not {seconds}")
     return seconds
+
+
+def check_settings(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`SettingsError` naming the first setting of the jobs that is wrong (the
+    intervals, ``P402_RECEIPT_IDLE_SECONDS``, ``P402_CHAIN_*``): checked when a server
+    starts, rather than failing in its jobs later, over and over."""
+    env = os.environ if environ is None else environ
+    for job in JOBS:
+        _interval(job, {}, env)
+    try:
+        idle_seconds(env)
+        check_chain_settings(env)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 class Scheduler:
@@ -226,6 +258,7 @@ def scheduler_lifespans(
     and stopped with it; none when ``enabled`` is false (default: :func:`scheduler_enabled`)."""
     if not (scheduler_enabled() if enabled is None else enabled):
         return []
+    check_settings()
 
     @asynccontextmanager
     async def run_scheduler(app: Litestar) -> AsyncIterator[None]:

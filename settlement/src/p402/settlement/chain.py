@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit
 
 import requests
 from eth_account import Account
@@ -64,6 +65,7 @@ __all__ = [
     "Inclusion",
     "SignedTransaction",
     "chain_from_environment",
+    "check_chain_settings",
     "embedded_chain",
     "rpc_web3",
 ]
@@ -312,22 +314,44 @@ def _account(env: Mapping[str, str]) -> LocalAccount:
         try:
             keyfile = json.loads(Path(keystore).read_text())
             return cast(LocalAccount, Account.from_key(Account.decrypt(keyfile, password)))
-        except (OSError, ValueError) as error:
-            raise ChainConfigError(f"cannot open keystore {keystore}: {error}") from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            reason = f"no {error} in it" if isinstance(error, KeyError) else str(error)
+            raise ChainConfigError(
+                f"P402_CHAIN_KEYSTORE: cannot open the keystore {keystore}: {reason}"
+            ) from None
     raise ChainConfigError(
         "P402_CHAIN_RPC_URL needs the submitter's key: P402_CHAIN_PRIVATE_KEY or "
         "P402_CHAIN_KEYSTORE (with P402_CHAIN_KEYSTORE_PASSWORD)"
     )
 
 
-def chain_from_environment(environ: Mapping[str, str] | None = None) -> AnchorChain:
-    """The chain ``P402_CHAIN_*`` describe; the embedded EVM when no RPC URL is set."""
-    env = os.environ if environ is None else environ
+def _settings(env: Mapping[str, str]) -> tuple[int, str | None, LocalAccount | None]:
+    """The confirmations, RPC URL and submitter ``P402_CHAIN_*`` give (URL and submitter
+    ``None``: the embedded EVM); raises :class:`ChainConfigError` naming what is wrong."""
+    value = env.get("P402_CHAIN_CONFIRMATIONS") or "1"
     try:
-        confirmations = int(env.get("P402_CHAIN_CONFIRMATIONS") or "1")
+        confirmations = int(value)
     except ValueError:
-        raise ChainConfigError("P402_CHAIN_CONFIRMATIONS must be an integer") from None
+        confirmations = 0
+    if confirmations < 1:
+        raise ChainConfigError(f"P402_CHAIN_CONFIRMATIONS must be an integer >= 1, not {value!r}")
     url = (env.get("P402_CHAIN_RPC_URL") or "").strip()
     if not url or url == EMBEDDED:
+        return confirmations, None, None
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+        raise ChainConfigError(f"P402_CHAIN_RPC_URL must be an http(s) URL, not {url!r}")
+    return confirmations, url, _account(env)
+
+
+def check_chain_settings(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ChainConfigError` if ``P402_CHAIN_*`` cannot make a chain (no node is
+    asked: an unreachable one only delays anchoring)."""
+    _settings(os.environ if environ is None else environ)
+
+
+def chain_from_environment(environ: Mapping[str, str] | None = None) -> AnchorChain:
+    """The chain ``P402_CHAIN_*`` describe; the embedded EVM when no RPC URL is set."""
+    confirmations, url, account = _settings(os.environ if environ is None else environ)
+    if url is None or account is None:
         return embedded_chain(confirmations=confirmations)
-    return AnchorChain(rpc_web3(url), _account(env), confirmations=confirmations)
+    return AnchorChain(rpc_web3(url), account, confirmations=confirmations)
