@@ -165,6 +165,26 @@ def test_a_ledger_database_that_cannot_be_used_is_one_line_naming_it(url, cause,
         assert cause in line
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("", "empty"), ("   ", "empty"), ("a\x01b", "control characters"), ("x" * 201, "200")],
+)
+def test_a_tenant_name_that_names_nothing_is_refused(database_url, name, problem):
+    result = _run(
+        "keys",
+        "create",
+        "--tenant",
+        name,
+        "--role",
+        "read",
+        env={"P402_DATABASE_URL": database_url},
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--tenant" in result.stderr and problem in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(("port", "problem"), [("abc", "valid integer"), ("99999", "range")])
 def test_a_port_that_is_not_one_is_a_usage_error(port, problem):
     result = _run("serve", env={"P402_PORT": port})

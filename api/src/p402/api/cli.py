@@ -103,8 +103,12 @@ def keys() -> None:
 @click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
 def keys_create(tenant: str, role: str) -> None:
     """Create an API key and print it, once, alone on standard output."""
-    from p402.ledger.keys import create_key
+    from p402.ledger.keys import check_tenant_name, create_key
 
+    try:
+        check_tenant_name(tenant)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--tenant") from None
     engine = ledger()
     identity, key = create_key(engine, tenant=tenant, role=Role(role))
     _say(f"created {role} key {identity.key_id} for tenant {tenant!r}; it is shown only once")

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import secrets
 import threading
+import unicodedata
 import weakref
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,10 +27,12 @@ from p402.ledger.models import ApiKey, Tenant
 __all__ = [
     "KEY_IS_LIVE",
     "KEY_PREFIX",
+    "MAX_TENANT_NAME",
     "Identity",
     "InvalidKeyCursor",
     "KeyInfo",
     "Role",
+    "check_tenant_name",
     "create_key",
     "ensure_tenant",
     "forget_identity",
@@ -62,11 +65,27 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+MAX_TENANT_NAME: Final = 200
+
+
+def check_tenant_name(name: str) -> str:
+    """``name`` if it can name a tenant: some visible text, at most 200 characters, no control
+    characters; else :class:`ValueError` saying why."""
+    if not name.strip():
+        raise ValueError("a tenant's name cannot be empty or only spaces")
+    if len(name) > MAX_TENANT_NAME:
+        raise ValueError(f"a tenant's name has at most {MAX_TENANT_NAME} characters")
+    if any(unicodedata.category(character) == "Cc" for character in name):
+        raise ValueError("a tenant's name cannot hold control characters")
+    return name
+
+
 def ensure_tenant(session: Session, name: str) -> Tenant:
-    """The tenant called ``name``, created if it is new."""
+    """The tenant called ``name``, created if it is new (a new name is checked by
+    :func:`check_tenant_name`)."""
     tenant = session.exec(select_model(Tenant).where(col(Tenant.name) == name)).first()
     if tenant is None:
-        tenant = Tenant(name=name, created_ms=now_ms())
+        tenant = Tenant(name=check_tenant_name(name), created_ms=now_ms())
         session.add(tenant)
         session.flush()
     return tenant
