@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from typing import TextIO
+from typing import BinaryIO
 
 import click
 
@@ -132,7 +132,7 @@ def demo(once: bool, port: int) -> None:
 
 
 @main.command()
-@click.argument("bundle", type=click.File("r"))
+@click.argument("bundle", type=click.File("rb"))
 @click.option(
     "--rpc-url",
     envvar="P402_CHAIN_RPC_URL",
@@ -151,7 +151,7 @@ def demo(once: bool, port: int) -> None:
     is_flag=True,
     help="Also require the node's 'finalized' block to cover the anchor's block.",
 )
-def verify(bundle: TextIO, rpc_url: str, confirmations: int, require_finalized: bool) -> None:
+def verify(bundle: BinaryIO, rpc_url: str, confirmations: int, require_finalized: bool) -> None:
     """Verify a receipt's proof bundle (GET /v1/receipts/{id}/proof; '-' reads standard input)
     against the chain alone: receipt hash, Merkle audit path, anchor transaction, submitter,
     root on chain, block and finality. Exits 1 naming the failed check (2: not a bundle,

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 import requests
 from hexbytes import HexBytes
 from web3 import Web3
-from web3.exceptions import BlockNotFound, TransactionNotFound
+from web3.exceptions import BlockNotFound, TransactionNotFound, Web3Exception
 from web3.types import TxData, TxReceipt
 
 from p402.settlement import merkle
@@ -254,7 +254,7 @@ def verify_bundle(
 
 
 def verify_command(
-    bundle_text: str,
+    bundle_text: str | bytes,
     rpc_url: str,
     *,
     confirmations: int = 1,
@@ -262,8 +262,9 @@ def verify_command(
     out: Callable[[str], None],
     err: Callable[[str], None],
 ) -> int:
-    """``p402 verify``: check a bundle (JSON text) against the node at ``rpc_url``, printing
-    each check as it goes with ``out`` and the verdict with ``err``; the exit status."""
+    """``p402 verify``: check a bundle (JSON text, or its bytes) against the node at
+    ``rpc_url``, printing each check as it goes with ``out`` and the verdict with ``err``; the
+    exit status."""
     from p402.settlement.chain import rpc_web3
 
     try:
@@ -295,6 +296,9 @@ def verify_command(
         return EXIT_FAILED
     except requests.exceptions.RequestException as error:
         err(f"cannot reach the chain node at {rpc_url}: {error}")
+        return EXIT_UNREACHABLE
+    except (ValueError, Web3Exception) as error:  # an answer that is not a node's
+        err(f"no usable chain node at {rpc_url}: it answered {type(error).__name__}: {error}")
         return EXIT_UNREACHABLE
     receipt = bundle.get("receipt", {})
     err(
