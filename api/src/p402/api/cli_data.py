@@ -9,15 +9,18 @@ when none of its keys is left.
 
 from __future__ import annotations
 
+import http.client
 import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
 import click
 
 from p402.api.cli_database import ledger
+from p402.api.openapi_answers import CSV, ZIP
 from p402.api.remote import ApiClient, RemoteError
 from p402.instrumentation.vocabulary import EVENT_FILTERS, EXPORT_FORMATS, TOTAL_EVENTS_HEADER
 from p402.ledger.provider_csv import CSV_MEDIA_TYPE, looks_like_csv
@@ -26,6 +29,8 @@ from p402.ledger.provider_reports import PROVIDERS
 __all__ = ["export_command", "import_command", "tenant"]
 
 _CHUNK: Final = 1 << 16
+_EXPORT_MEDIA_TYPES: Final = (CSV, ZIP)
+_IMPORT_FIGURES: Final = ("results", "inserted", "updated", "unchanged")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -151,25 +156,57 @@ def export_command(
     except RemoteError as error:
         _fail(error)
         return
-    total_header = response.headers.get(TOTAL_EVENTS_HEADER)
-    total = int(total_header) if total_header else None
+    total_header = response.headers.get(TOTAL_EVENTS_HEADER) or ""
+    media_type = (response.headers.get("content-type") or "").split(";")[0].strip()
+    if not total_header.isdigit() or media_type not in _EXPORT_MEDIA_TYPES:
+        response.close()
+        _fail(
+            RemoteError(
+                None,
+                "bad_answer",
+                f"{client.endpoint} did not answer as a P402 server "
+                f"({media_type or 'no content type'}, no count of events)",
+            )
+        )
+        return
+    total = int(total_header)
     rows = _CsvRecords() if export_format != "bundle" else None
     progress = _Progress(total, "rows" if rows else "events")
     written = 0
-    with response, click.open_file(output, "wb") as target:
-        sink: IO[bytes] = target
-        while chunk := response.read(_CHUNK):
-            sink.write(chunk)
-            written += len(chunk)
-            if rows is not None:
-                rows.feed(chunk)
-                progress.update(max(rows.count - 1, 0))  # the header is not a row
     where = "standard output" if output == "-" else output
+    try:
+        target = click.open_file(output, "wb")
+    except OSError as error:
+        response.close()
+        _say(f"error: cannot write {where}: {error}")
+        sys.exit(1)
+    try:
+        with response, target:
+            sink: IO[bytes] = target
+            while chunk := response.read(_CHUNK):
+                sink.write(chunk)
+                written += len(chunk)
+                if rows is not None:
+                    rows.feed(chunk)
+                    progress.update(max(rows.count - 1, 0))  # the header is not a row
+    except (OSError, http.client.HTTPException) as error:
+        _broken_off(output, f"the export to {where} broke off after {written:,} bytes: {error}")
     if rows is not None:
-        progress.finish(max(rows.count - 1, 0), where)
+        exported = max(rows.count - 1, 0)
+        if exported < total:  # more may have arrived since the count; never fewer
+            _broken_off(output, f"the export ended after {exported} of {total} rows")
+        progress.finish(exported, where)
     else:
         progress.unit = f"events ({written} bytes)"
-        progress.finish(total or 0, where)
+        progress.finish(total, where)
+
+
+def _broken_off(output: str, message: str) -> None:
+    """Say that an export is incomplete, remove what was written of it, and exit 1."""
+    if output != "-":
+        Path(output).unlink(missing_ok=True)
+    _say(f"error: {message}; nothing is left of it")
+    sys.exit(1)
 
 
 @click.command("import")
@@ -199,7 +236,10 @@ def import_command(
             _say(f"{file.name}: not imported")
             _fail(error)
             return
-        assert isinstance(outcome, dict)
+        if not all(name in outcome for name in _IMPORT_FIGURES):
+            _say(f"{file.name}: not known to be imported")
+            _fail(RemoteError(None, "bad_answer", f"{client.endpoint} answered {outcome}"))
+            return
         _say(
             f"{file.name}: {outcome['results']} results, {outcome['inserted']} new, "
             f"{outcome['updated']} updated, {outcome['unchanged']} unchanged"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -17,6 +18,7 @@ from p402.instrumentation.vocabulary import API_KEY_HEADER
 __all__ = ["DEFAULT_ENDPOINT", "ApiClient", "RemoteError"]
 
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:4318"
+_LARGE_BODY: Final = 1 << 20
 
 
 class RemoteError(RuntimeError):
@@ -35,6 +37,14 @@ class ApiClient:
         self.endpoint = (endpoint or os.environ.get("P402_ENDPOINT") or DEFAULT_ENDPOINT).rstrip(
             "/"
         )
+        parts = urllib.parse.urlsplit(self.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RemoteError(
+                None,
+                "bad_endpoint",
+                f"the endpoint (--endpoint or P402_ENDPOINT) must be an http(s) URL of a P402 "
+                f"server, not {self.endpoint!r}",
+            )
         key = api_key or os.environ.get("P402_API_KEY")
         if not key:
             raise RemoteError(None, "no_api_key", "an API key is needed: --api-key or P402_API_KEY")
@@ -62,15 +72,31 @@ class ApiClient:
             response: HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as error:
             raise _remote_error(error) from None
-        except urllib.error.URLError as error:
+        except (urllib.error.URLError, OSError) as error:
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            hint = ""
+            if body is not None and len(body) > _LARGE_BODY and isinstance(reason, ConnectionError):
+                hint = f" (while sending {len(body):,} bytes: more than the server takes?)"
             raise RemoteError(
-                None, "unreachable", f"cannot reach {self.endpoint}: {error.reason}"
+                None, "unreachable", f"cannot reach {self.endpoint}: {reason}{hint}"
             ) from None
         return response
 
-    def json(self, method: str, path: str, **kwargs: object) -> object:
-        with self.open(method, path, **kwargs) as response:  # type: ignore[arg-type]
-            return json.loads(response.read())
+    def json(self, method: str, path: str, **kwargs: object) -> dict[str, object]:
+        """The answer's JSON object; a :class:`RemoteError` when it is none (not a P402
+        server at the endpoint, or a connection that broke off)."""
+        try:
+            with self.open(method, path, **kwargs) as response:  # type: ignore[arg-type]
+                answer = json.loads(response.read())
+        except (ValueError, OSError, http.client.HTTPException) as error:
+            raise RemoteError(
+                None, "bad_answer", f"{self.endpoint} did not answer as a P402 server ({error})"
+            ) from None
+        if not isinstance(answer, dict):
+            raise RemoteError(
+                None, "bad_answer", f"{self.endpoint} did not answer as a P402 server"
+            )
+        return answer
 
 
 def _remote_error(error: urllib.error.HTTPError) -> RemoteError:
