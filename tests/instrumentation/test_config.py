@@ -48,7 +48,15 @@ def test_environment_is_read_and_keywords_win():
         ({"P402_PROVIDERS": "vllm=http://gpu:8000/v1"}, "its format must be given as vllm:FORMAT"),
         ({"P402_PROVIDERS": "openai"}, "is not NAME[:FORMAT]=BASE_URL"),
         ({"P402_PROVIDERS": "x:grpc=http://h/v1"}, "unknown format 'grpc'"),
-        ({"P402_PROVIDERS": "openai=gpu-box:8000"}, "must start with http://"),
+        ({"P402_PROVIDERS": "openai=gpu-box:8000"}, "must be an http:// or https:// URL"),
+        ({"P402_PROVIDERS": "openai=http://"}, "must be an http:// or https:// URL with a host"),
+        (
+            {"P402_PROVIDERS": "openai=http://a:1/v1;anthropic=http://b:2"},
+            "entries are separated by commas",
+        ),
+        ({"P402_ENDPOINT": "not a url"}, "P402_ENDPOINT='not a url' is not the http"),
+        ({"P402_ENDPOINT": "p402.internal:4318"}, "is not the http:// or https:// URL"),
+        ({"P402_OWNER_DEPT": "legal"}, "P402_OWNER_DEPT names no owner dimension"),
     ],
 )
 def test_unusable_settings_are_refused_with_a_clear_message(env, message):

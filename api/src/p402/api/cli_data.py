@@ -20,16 +20,19 @@ from typing import IO, Any, Final, TypeVar
 import click
 
 from p402.api.cli_database import ledger
-from p402.api.openapi_answers import CSV, ZIP
 from p402.api.remote import ApiClient, RemoteError
-from p402.instrumentation.vocabulary import EVENT_FILTERS, EXPORT_FORMATS, TOTAL_EVENTS_HEADER
+from p402.instrumentation.vocabulary import (
+    EVENT_FILTERS,
+    EXPORT_FORMATS,
+    EXPORT_MEDIA_TYPES,
+    TOTAL_EVENTS_HEADER,
+)
 from p402.ledger.provider_csv import CSV_MEDIA_TYPE, looks_like_csv
 from p402.ledger.provider_reports import PROVIDERS
 
 __all__ = ["export_command", "import_command", "tenant"]
 
 _CHUNK: Final = 1 << 16
-_EXPORT_MEDIA_TYPES: Final = (CSV, ZIP)
 _IMPORT_FIGURES: Final = ("results", "inserted", "updated", "unchanged")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -158,7 +161,7 @@ def export_command(
         return
     total_header = response.headers.get(TOTAL_EVENTS_HEADER) or ""
     media_type = (response.headers.get("content-type") or "").split(";")[0].strip()
-    if not total_header.isdigit() or media_type not in _EXPORT_MEDIA_TYPES:
+    if not total_header.isdigit() or media_type != EXPORT_MEDIA_TYPES[export_format]:
         response.close()
         _fail(
             RemoteError(

@@ -24,14 +24,14 @@ from litestar.openapi.spec import (
     Schema,
 )
 
-from p402.instrumentation.vocabulary import TOTAL_EVENTS_HEADER
+from p402.instrumentation.vocabulary import EXPORT_MEDIA_TYPES, TOTAL_EVENTS_HEADER
 
 __all__ = ["EXPORT", "RECEIPT", "DocumentedAnswer"]
 
-CSV: Final = "text/csv"
+CSV: Final = EXPORT_MEDIA_TYPES["csv"]
 JSON: Final = "application/json"
 PDF: Final = "application/pdf"
-ZIP: Final = "application/zip"
+ZIP: Final = EXPORT_MEDIA_TYPES["bundle"]
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from p402.instrumentation.exceptions import ConfigurationError
 from p402.instrumentation.privacy import TENANT_KEY
@@ -101,6 +101,27 @@ def _byte_count(value: object, setting: str) -> int:
     if count < 0:
         raise ConfigurationError(f"{setting}={value!r} is not a number of bytes (0 or more)")
     return count
+
+
+def _endpoint(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        raise ConfigurationError(
+            f"P402_ENDPOINT={value!r} is not the http:// or https:// URL of a P402 server"
+        )
+    return value.rstrip("/")
+
+
+_OWNER_VARIABLES: Final = frozenset(f"P402_OWNER_{d.upper()}" for d in OWNER_DIMENSIONS)
+
+
+def _check_owner_variables(env: Mapping[str, str]) -> None:
+    """A ``P402_OWNER_*`` variable that names no owner dimension (a typo) is refused rather
+    than ignored: its events would go unattributed."""
+    for variable in env:
+        if variable.startswith("P402_OWNER_") and variable not in _OWNER_VARIABLES:
+            allowed = ", ".join(sorted(_OWNER_VARIABLES))
+            raise ConfigurationError(f"{variable} names no owner dimension (one of {allowed})")
 
 
 _HEX_DIGITS: Final = re.compile(r"(0[xX])?[0-9a-fA-F]{32,}")
@@ -200,10 +221,11 @@ class P402Config:
                 return keywords[name]
             return env.get(variable) or None
 
-        endpoint = str(pick("endpoint", "P402_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        endpoint = _endpoint(str(pick("endpoint", "P402_ENDPOINT") or DEFAULT_ENDPOINT))
         providers = pick("providers", "P402_PROVIDERS") or ()
         if isinstance(providers, str):
             providers = parse_providers(providers)
+        _check_owner_variables(env)
         owner_defaults = _resource_owners(env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
         owner_defaults.update(
             (dimension, value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 from p402.instrumentation.exceptions import ConfigurationError
 from p402.instrumentation.vocabulary import ApiFormat
@@ -56,9 +57,16 @@ def parse_providers(spec: str) -> tuple[tuple[str, ProviderRoute], ...]:
             raise ConfigurationError(
                 f"P402_PROVIDERS entry {entry!r} is not NAME[:FORMAT]=BASE_URL"
             )
-        if not base_url.startswith(("http://", "https://")):
+        parts = urlsplit(base_url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or " " in base_url
+            or "://" in base_url.partition("://")[2]  # two entries run together
+        ):
             raise ConfigurationError(
-                f"P402_PROVIDERS entry {entry!r}: BASE_URL must start with http:// or https://"
+                f"P402_PROVIDERS entry {entry!r}: BASE_URL must be an http:// or https:// URL "
+                "with a host (entries are separated by commas)"
             )
         name, _, format_name = (part.strip() for part in name_part.partition(":"))
         if format_name:

@@ -92,6 +92,8 @@ TOTAL_EVENTS_HEADER: Final = "x-p402-total-events"
 """The header of ``GET /v1/export`` answers: how many events the export holds."""
 EXPORT_FORMATS: Final = ("csv", "bundle", "focus")
 """The ``format`` of ``GET /v1/export`` (and ``p402 export``)."""
+EXPORT_MEDIA_TYPES: Final = {"csv": "text/csv", "bundle": "application/zip", "focus": "text/csv"}
+"""The media type of an export in each format."""
 
 OWNER_DIMENSIONS: Final = (
     "department",

@@ -11,8 +11,8 @@ from litestar.response import Stream
 from sqlalchemy import Engine
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
-from p402.api.openapi_answers import CSV, EXPORT, ZIP
-from p402.instrumentation.vocabulary import TOTAL_EVENTS_HEADER
+from p402.api.openapi_answers import EXPORT
+from p402.instrumentation.vocabulary import EXPORT_MEDIA_TYPES, TOTAL_EVENTS_HEADER
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.events import EventFilter, spend
 from p402.ledger.exports import event_pages, events_csv, finance_bundle, focus_csv
@@ -22,7 +22,6 @@ __all__ = ["get_export"]
 
 """How many events the export holds (counted before it streams): what progress is shown of."""
 
-_MEDIA_TYPES = {"csv": CSV, "focus": CSV, "bundle": ZIP}
 _SUFFIXES = {"csv": "events.csv", "focus": "focus.csv", "bundle": "finance-bundle.zip"}
 
 
@@ -87,7 +86,7 @@ def get_export(
     day = to_iso(now_ms())[:10]
     return Stream(
         content,
-        media_type=_MEDIA_TYPES[export_format],
+        media_type=EXPORT_MEDIA_TYPES[export_format],
         headers={
             "content-disposition": f'attachment; filename="p402-{day}-{_SUFFIXES[export_format]}"',
             TOTAL_EVENTS_HEADER: str(_total_events(engine, tenant_id, event_filter)),
