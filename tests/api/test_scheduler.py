@@ -18,6 +18,7 @@ from p402.api.scheduler import (
     SettingsError,
     UnknownJob,
     check_settings,
+    scheduler_enabled,
 )
 from p402.ledger.database import connect
 from p402.ledger.lease import lease_holder
@@ -181,6 +182,14 @@ def test_a_wrong_setting_of_the_jobs_stops_the_server_at_start_naming_it(
     with pytest.raises(SettingsError, match=re.escape(message)):
         create_app(engine, scheduler=True)
     create_app(engine, scheduler=False)  # a server without the jobs does not need them
+
+
+def test_the_scheduler_setting_is_on_or_off(engine, monkeypatch):
+    assert scheduler_enabled({}) and scheduler_enabled({"P402_SCHEDULER": "yes"})
+    assert not scheduler_enabled({"P402_SCHEDULER": "OFF"})
+    monkeypatch.setenv("P402_SCHEDULER", "banana")
+    with pytest.raises(SettingsError, match="P402_SCHEDULER must be on or off, not 'banana'"):
+        create_app(engine)
 
 
 def test_a_keystore_that_cannot_be_opened_is_named(tmp_path):

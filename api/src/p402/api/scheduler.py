@@ -246,9 +246,16 @@ class Scheduler:
 
 
 def scheduler_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether servers run the scheduler: yes, unless ``P402_SCHEDULER`` is ``off``."""
+    """Whether servers run the scheduler: yes, unless ``P402_SCHEDULER`` is ``off`` (or
+    ``false``, ``no``, ``0``); a value that is neither on nor off raises
+    :class:`SettingsError`."""
     env = os.environ if environ is None else environ
-    return env.get("P402_SCHEDULER", "on").strip().lower() not in {"off", "0", "false", "no"}
+    value = env.get("P402_SCHEDULER", "on").strip().lower()
+    if value in {"on", "true", "yes", "1", ""}:
+        return True
+    if value in {"off", "false", "no", "0"}:
+        return False
+    raise SettingsError(f"P402_SCHEDULER must be on or off, not {env['P402_SCHEDULER']!r}")
 
 
 def scheduler_lifespans(
