@@ -7,7 +7,9 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -34,6 +36,41 @@ def _closed_default_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     runs: a test that names no endpoint talks to a closed port instead, as it does on a
     machine that runs none (CI's)."""
     monkeypatch.setenv("P402_ENDPOINT", "http://127.0.0.1:9")
+
+
+@pytest.fixture
+def canned_server() -> Iterator[Callable[[int, dict[str, str], bytes], str]]:
+    """Starts local HTTP servers that answer every request alike (status, headers, body): a
+    server at an address that is not what a client expects there. The fixture is a function
+    that starts one and returns its URL; every one is stopped after the test."""
+    servers: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
+
+    def start(status: int, headers: dict[str, str], body: bytes) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(status)
+                for name, value in {"content-length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, thread in servers:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 POSTGRES_SERVER = os.environ.get("P402_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

@@ -4,18 +4,15 @@ a process of their own; the others through click's runner, in this process."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import subprocess
 import sys
-import threading
 import zipfile
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -149,36 +146,9 @@ def test_export_says_why_it_fails(server, acme):
     assert unreachable.exit_code == 1 and "cannot reach http://127.0.0.1:9" in unreachable.stderr
 
 
-@contextlib.contextmanager
-def _impostor(status: int, headers: dict[str, str], body: bytes) -> Iterator[str]:
-    """A server at the endpoint that is not P402: every request gets this answer."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(status)
-            for name, value in {"content-length": str(len(body)), **headers}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def test_export_and_import_say_what_is_wrong_without_a_traceback(server, acme, tmp_path):
+def test_export_and_import_say_what_is_wrong_without_a_traceback(
+    server, acme, tmp_path, canned_server
+):
     env = {"P402_ENDPOINT": "not a url", "P402_API_KEY": acme["read"]}
     for command in (("export",), ("import", "openai", str(FIXTURES / "openai_costs.json"))):
         not_a_url = _invoke(*command, env=env)
@@ -188,20 +158,20 @@ def test_export_and_import_say_what_is_wrong_without_a_traceback(server, acme, t
     unwritable = _invoke("export", "-o", str(nowhere), env=env)
     assert unwritable.exit_code == 1 and f"cannot write {nowhere}" in unwritable.stderr
     page = b"<html>a sign-in page</html>"
-    with _impostor(200, {"content-type": "text/html"}, page) as impostor:
-        env = {"P402_ENDPOINT": impostor, "P402_API_KEY": acme["admin"]}
-        html = _invoke("export", "-o", str(tmp_path / "page.csv"), env=env)
-        assert html.exit_code == 1 and "did not answer as a P402 server" in html.stderr
-        assert not (tmp_path / "page.csv").exists()
-        posted = _invoke("import", "openai", str(FIXTURES / "openai_costs.json"), env=env)
-        assert posted.exit_code == 1 and "did not answer as a P402 server" in posted.stderr
+    impostor = canned_server(200, {"content-type": "text/html"}, page)
+    env = {"P402_ENDPOINT": impostor, "P402_API_KEY": acme["admin"]}
+    html = _invoke("export", "-o", str(tmp_path / "page.csv"), env=env)
+    assert html.exit_code == 1 and "did not answer as a P402 server" in html.stderr
+    assert not (tmp_path / "page.csv").exists()
+    posted = _invoke("import", "openai", str(FIXTURES / "openai_costs.json"), env=env)
+    assert posted.exit_code == 1 and "did not answer as a P402 server" in posted.stderr
     short = {"content-type": "text/csv", "x-p402-total-events": "1000"}
-    with _impostor(200, short, b"id,cost_usd\ne1,0.1\n") as cut_short:
-        env = {"P402_ENDPOINT": cut_short, "P402_API_KEY": acme["read"]}
-        partial = _invoke("export", "-o", str(tmp_path / "events.csv"), env=env)
-        assert partial.exit_code == 1
-        assert "ended after 1 of 1000 rows" in partial.stderr
-        assert not (tmp_path / "events.csv").exists()
+    cut_short = canned_server(200, short, b"id,cost_usd\ne1,0.1\n")
+    env = {"P402_ENDPOINT": cut_short, "P402_API_KEY": acme["read"]}
+    partial = _invoke("export", "-o", str(tmp_path / "events.csv"), env=env)
+    assert partial.exit_code == 1
+    assert "ended after 1 of 1000 rows" in partial.stderr
+    assert not (tmp_path / "events.csv").exists()
     for result in (unwritable, html, posted, partial):
         assert result.exception is None or isinstance(result.exception, SystemExit)
 

@@ -4,14 +4,12 @@ any persisted step, an RPC outage or a reorg never loses a batch nor anchors it 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
@@ -96,33 +94,6 @@ def _bundle(engine, tenant_id: int, receipt_id: str) -> dict[str, object]:
 _RPC_ERROR = b'{"jsonrpc": "2.0", "id": 0, "error": {"code": -32601, "message": "no such method"}}'
 
 
-@contextlib.contextmanager
-def _answering(body: bytes):
-    """A local HTTP server that answers every POST with ``body``; yields its URL."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def _verify_cli(tmp_path, bundle, rpc_url, *extra: str):
     path = tmp_path / f"bundle-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(bundle))
@@ -168,7 +139,9 @@ def test_a_receipt_is_anchored_on_tempo_anvil_and_verifies(engine, acme, chain_e
     _assert_each_batch_anchored_once(engine, chain.w3)
 
 
-def test_tampered_bundles_each_fail_at_their_own_check(engine, acme, chain_env, tmp_path):
+def test_tampered_bundles_each_fail_at_their_own_check(
+    engine, acme, chain_env, tmp_path, canned_server
+):
     [receipt_id, *_] = _seal_receipts(engine, acme, sessions=2)
     chain = chain_from_environment(chain_env)
     settle(engine, chain)
@@ -245,8 +218,8 @@ def test_tampered_bundles_each_fail_at_their_own_check(engine, acme, chain_env, 
     assert "not a proof bundle" in unreadable.output
     # Something answers, but not as a node of the chain.
     for answer in (b"<html>a web page</html>", _RPC_ERROR):
-        with _answering(answer) as not_a_node:
-            result = _verify_cli(tmp_path, genuine, not_a_node)
+        not_a_node = canned_server(200, {"content-type": "application/json"}, answer)
+        result = _verify_cli(tmp_path, genuine, not_a_node)
         assert result.exit_code == 3, result.output
         assert f"no usable chain node at {not_a_node}" in result.output
     # No node to ask: an unset variable, or the embedded chain's name.
