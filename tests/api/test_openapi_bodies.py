@@ -317,3 +317,27 @@ def test_a_query_filter_holding_nul_is_a_400_not_a_server_error(client, keys, pa
     response = client.get(path, headers={"x-p402-api-key": keys["admin"]})
     assert response.status_code == 400, response.text
     assert set(response.json()["error"]) == {"code", "message"}
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/v1/events?outcome=banana", "outcome"),
+        ("/v1/events?privacy_mode=everything", "privacy_mode"),
+        ("/v1/spend?group_by=department&policy_result=maybe", "policy_result"),
+        ("/v1/export?usage_evidence=guessed", "usage_evidence"),
+        ("/v1/events?cost_evidence=vibes", "cost_evidence"),
+        ("/v1/events?from=2026-11-02&to=2026-11-01", "from must be before to"),
+    ],
+)
+def test_a_filter_no_event_can_match_is_a_400_not_an_empty_answer(client, keys, path, named):
+    response = client.get(path, headers={"x-p402-api-key": keys["read"]})
+    assert response.status_code == 400, response.text
+    assert named in response.json()["error"]["message"]
+
+
+def test_enumerated_filters_are_documented_with_their_values(document):
+    parameters = {p["name"]: p for p in _operation(document, "get", "/v1/events")["parameters"]}
+    assert {"$ref": "#/components/schemas/Outcome"} in parameters["outcome"]["schema"]["oneOf"]
+    values = document["components"]["schemas"]["Outcome"]["enum"]
+    assert sorted(values) == sorted(outcome.value for outcome in Outcome)

@@ -7,6 +7,13 @@ from typing import Annotated, Final
 from litestar.params import Parameter, QueryParameter
 
 from p402.api.errors import ApiError
+from p402.instrumentation.vocabulary import (
+    CostEvidence,
+    Outcome,
+    PolicyResult,
+    PrivacyMode,
+    UsageEvidence,
+)
 from p402.ledger.clock import from_iso
 from p402.ledger.events import EventFilter
 
@@ -65,12 +72,12 @@ def provide_event_filter(
     model_requested: TextFilter = None,
     provider: TextFilter = None,
     operation: TextFilter = None,
-    outcome: TextFilter = None,
-    usage_evidence: TextFilter = None,
-    cost_evidence: TextFilter = None,
+    outcome: Annotated[Outcome | None, Parameter(required=False)] = None,
+    usage_evidence: Annotated[UsageEvidence | None, Parameter(required=False)] = None,
+    cost_evidence: Annotated[CostEvidence | None, Parameter(required=False)] = None,
     evidence_status: TextFilter = None,
-    policy_result: TextFilter = None,
-    privacy_mode: TextFilter = None,
+    policy_result: Annotated[PolicyResult | None, Parameter(required=False)] = None,
+    privacy_mode: Annotated[PrivacyMode | None, Parameter(required=False)] = None,
     from_: RangeStart = None,
     to: RangeEnd = None,
 ) -> EventFilter:
@@ -95,8 +102,14 @@ def provide_event_filter(
         "policy_result": policy_result,
         "privacy_mode": privacy_mode,
     }
+    from_ms, to_ms = parse_time(from_, "from"), parse_time(to, "to")
+    if from_ms is not None and to_ms is not None and from_ms > to_ms:
+        raise ApiError(
+            400, "invalid_parameter", f"from must be before to, not after ({from_}, {to})"
+        )
     return EventFilter(
-        equals={name: value for name, value in given.items() if value is not None},
-        from_ms=parse_time(from_, "from"),
-        to_ms=parse_time(to, "to"),
+        # (an enumeration's member is its value, a str)
+        equals={name: str(value) for name, value in given.items() if value is not None},
+        from_ms=from_ms,
+        to_ms=to_ms,
     )
