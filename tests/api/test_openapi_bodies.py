@@ -327,6 +327,7 @@ def test_a_query_filter_holding_nul_is_a_400_not_a_server_error(client, keys, pa
         ("/v1/spend?group_by=department&policy_result=maybe", "policy_result"),
         ("/v1/export?usage_evidence=guessed", "usage_evidence"),
         ("/v1/events?cost_evidence=vibes", "cost_evidence"),
+        ("/v1/events?evidence_status=notarised", "evidence_status"),
         ("/v1/events?from=2026-11-02&to=2026-11-01", "from must be before to"),
     ],
 )

@@ -159,6 +159,15 @@ class CostEvidence(StrEnum):
     UNPRICED = "unpriced"
 
 
+class EvidenceStatus(StrEnum):
+    """How far an event's evidence has come: ``pending`` until its session receipt is
+    sealed, then ``sealed``, then ``anchored`` once the receipt's batch is final on chain."""
+
+    PENDING = "pending"
+    SEALED = "sealed"
+    ANCHORED = "anchored"
+
+
 class PolicyResult(StrEnum):
     """The pre-call policy decision."""
 

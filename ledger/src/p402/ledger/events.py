@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlmodel import SQLModel
 
 from p402.instrumentation.money import from_picos, usd_str
-from p402.instrumentation.vocabulary import EVENT_FILTERS, OWNER_DIMENSIONS
+from p402.instrumentation.vocabulary import EVENT_FILTERS, OWNER_DIMENSIONS, EvidenceStatus
 from p402.ledger import holds, owners, rollups
 from p402.ledger.clock import now_ms, to_iso
 from p402.ledger.models import EconomicEvent, SpendRollup
@@ -120,7 +120,7 @@ class EventRecord:
     content_output: str | None = None
     fingerprint_input: str | None = None
     fingerprint_output: str | None = None
-    evidence_status: str = "pending"
+    evidence_status: str = EvidenceStatus.PENDING.value
 
 
 _RECORD_FIELDS: Final = tuple(f.name for f in fields(EventRecord))

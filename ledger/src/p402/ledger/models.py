@@ -11,7 +11,7 @@ import secrets
 from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from p402.instrumentation.vocabulary import PrivacyMode
+from p402.instrumentation.vocabulary import EvidenceStatus, PrivacyMode
 
 __all__ = [
     "IMPORT_SOURCE_FIELDS",
@@ -170,7 +170,7 @@ class EconomicEvent(SQLModel, table=True):
     status_code: int | None = None
     error_type: str | None = Field(default=None, max_length=200)
     receipt_id: str | None = Field(default=None, max_length=64)
-    evidence_status: str = Field(default="pending", max_length=16)
+    evidence_status: str = Field(default=EvidenceStatus.PENDING.value, max_length=16)
 
 
 class PriceOverride(SQLModel, table=True):

@@ -52,6 +52,7 @@ from sqlalchemy import Connection, Engine, RowMapping, func, select, update
 from sqlalchemy.exc import IntegrityError
 from web3.exceptions import Web3Exception
 
+from p402.instrumentation.vocabulary import EvidenceStatus
 from p402.ledger.clock import now_ms as clock_now_ms
 from p402.ledger.clock import to_iso
 from p402.ledger.events import EVENTS, Page
@@ -263,7 +264,7 @@ class Anchorer:
                             )
                         ),
                     )
-                    .values(evidence_status="anchored")
+                    .values(evidence_status=EvidenceStatus.ANCHORED.value)
                 )
         return to
 

@@ -30,6 +30,7 @@ from typing import Final
 from sqlalchemy import Connection, Engine, RowMapping, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from p402.instrumentation.vocabulary import EvidenceStatus
 from p402.ledger.clock import now_ms as clock_now_ms
 from p402.ledger.events import EVENTS
 from p402.ledger.models import Session, Tenant
@@ -187,7 +188,7 @@ def _seal_group(
     marked = connection.execute(
         update(EVENTS)
         .where(EVENTS.c.seq == bindparam("event_seq"), EVENTS.c.receipt_id.is_(None))
-        .values(receipt_id=receipt_id, evidence_status="sealed"),
+        .values(receipt_id=receipt_id, evidence_status=EvidenceStatus.SEALED.value),
         [{"event_seq": row["seq"]} for row in events],
     ).rowcount
     if marked != len(events):

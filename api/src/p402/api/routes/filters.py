@@ -9,6 +9,7 @@ from litestar.params import Parameter, QueryParameter
 from p402.api.errors import ApiError
 from p402.instrumentation.vocabulary import (
     CostEvidence,
+    EvidenceStatus,
     Outcome,
     PolicyResult,
     PrivacyMode,
@@ -75,7 +76,7 @@ def provide_event_filter(
     outcome: Annotated[Outcome | None, Parameter(required=False)] = None,
     usage_evidence: Annotated[UsageEvidence | None, Parameter(required=False)] = None,
     cost_evidence: Annotated[CostEvidence | None, Parameter(required=False)] = None,
-    evidence_status: TextFilter = None,
+    evidence_status: Annotated[EvidenceStatus | None, Parameter(required=False)] = None,
     policy_result: Annotated[PolicyResult | None, Parameter(required=False)] = None,
     privacy_mode: Annotated[PrivacyMode | None, Parameter(required=False)] = None,
     from_: RangeStart = None,
