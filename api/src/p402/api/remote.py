@@ -72,7 +72,7 @@ class ApiClient:
             response: HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
         except urllib.error.HTTPError as error:
             raise _remote_error(error) from None
-        except (urllib.error.URLError, OSError) as error:
+        except OSError as error:  # URLError included (a refused connection, a bad host)
             reason = error.reason if isinstance(error, urllib.error.URLError) else error
             hint = ""
             if body is not None and len(body) > _LARGE_BODY and isinstance(reason, ConnectionError):

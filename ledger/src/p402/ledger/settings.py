@@ -27,7 +27,7 @@ checked whole before anything is written, and written in the caller's one transa
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -197,6 +197,11 @@ def _webhook_seen_by_reader(webhook: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def _key_shown(key_hex: str | None, key_id: Callable[[str], str]) -> dict[str, Any]:
+    """How the API shows a key: whether it is set, and its ``key_id``; never the key."""
+    return {"set": bool(key_hex), "key_id": key_id(key_hex) if key_hex else None}
+
+
 def settings_json(
     connection: Connection,
     tenant_id: int,
@@ -211,16 +216,8 @@ def settings_json(
     return {
         "tenant": tenant.name,
         "max_privacy_mode": tenant.max_privacy_mode.value,
-        "fingerprint_key": {
-            "set": bool(tenant.fingerprint_key),
-            "key_id": fingerprint_key_id(tenant.fingerprint_key)
-            if tenant.fingerprint_key
-            else None,
-        },
-        "signing_key": {
-            "set": bool(tenant.signing_key),
-            "key_id": signing_key_id(tenant.signing_key) if tenant.signing_key else None,
-        },
+        "fingerprint_key": _key_shown(tenant.fingerprint_key, fingerprint_key_id),
+        "signing_key": _key_shown(tenant.signing_key, signing_key_id),
         "redact_patterns": list(tenant.redact_patterns),
         "price_overrides": list_price_overrides(connection, tenant_id),
         "model_tiers": {

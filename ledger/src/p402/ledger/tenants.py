@@ -64,14 +64,17 @@ def set_max_privacy_mode(engine: Engine, tenant_id: int, mode: PrivacyMode) -> N
         )
 
 
+def _key_id(prefix: str, key_hex: str) -> str:
+    """A name for a key that does not reveal it: ``prefix`` and a prefix of its SHA-256."""
+    return prefix + hashlib.sha256(bytes.fromhex(key_hex)).hexdigest()[:12]
+
+
 def fingerprint_key_id(key_hex: str) -> str:
-    """A name for a fingerprint key that does not reveal it (a prefix of its SHA-256)."""
-    return "fpk_" + hashlib.sha256(bytes.fromhex(key_hex)).hexdigest()[:12]
+    return _key_id("fpk_", key_hex)
 
 
 def signing_key_id(key_hex: str) -> str:
-    """A name for a signing key that does not reveal it (a prefix of its SHA-256)."""
-    return "sgk_" + hashlib.sha256(bytes.fromhex(key_hex)).hexdigest()[:12]
+    return _key_id("sgk_", key_hex)
 
 
 @dataclass(frozen=True, slots=True)
