@@ -70,11 +70,14 @@ rotates every round: ABCD, BCDA, CDAB, ...) and every figure is the median over 
 
 Below each table, a cross-check (the overhead between the best round of each variant, which
 is less sensitive to other load on the machine), the noise check (whether the control's
-intervals hold 0) and the ratio stock overhead / P402 overhead. Then the targets: P402 adds
-<= 100 us of CPU per call (export included) and <= 50 us to the median latency, and its CPU
-overhead is at least 3x smaller than the stock instrumentor's. A target is PASS when the
-whole interval meets it, MISS when none of it does, and UNCLEAR when the interval straddles
-it (for the ratio: from the intervals' least and most favourable ends). The verdicts are
+intervals hold 0) and the ratio stock overhead / P402 overhead, with its interval. Then the
+targets: P402 adds <= 100 us of CPU per call (export included) and <= 50 us to the median
+latency, and its CPU overhead is at least 3x smaller than the stock instrumentor's. A target
+is PASS when the whole interval meets it, MISS when none of it does, and UNCLEAR when the
+interval straddles it. The ratio is judged round by round, as the two overheads are measured
+against the same round's baseline: each round's margin, stock's overhead - 3 x P402's, and
+the interval of the margins' median (the ratio's own interval is the set of ratios whose
+margins' interval holds 0, the sign test inverted). The verdicts are
 informational; the script exits 0 either way. Finally the ledger is asked
 (``GET /v1/spend?group_by=model``) how many economic events arrived, so a mode P402 does not
 meter (yet) shows. Absolute times only compare within one run, on one machine.
@@ -434,9 +437,14 @@ class Summary:
     flush: float
 
 
+def _rounds(baseline: list[Block], blocks: list[Block]) -> list[tuple[Block, Block]]:
+    """The baseline's and the variant's block of each round; a variant that failed part-way
+    has fewer blocks than the baseline."""
+    return list(zip(baseline, blocks, strict=False))
+
+
 def summarise(baseline: list[Block], blocks: list[Block]) -> Summary:
-    # Paired by round; a variant that failed part-way has fewer blocks than the baseline.
-    pairs = list(zip(baseline, blocks, strict=False))
+    pairs = _rounds(baseline, blocks)
     cpu_added = [b.cpu_per_call_us - a.cpu_per_call_us for a, b in pairs]
     p50_added = [b.p50_us - a.p50_us for a, b in pairs]
     return Summary(
@@ -470,23 +478,63 @@ def _interval_text(interval: tuple[float, float]) -> str:
     return f"[{interval[0]:+.0f},{interval[1]:+.0f}]"
 
 
-def _ratio_text(stock: Summary, p402: Summary) -> tuple[str, str]:
-    """The stock / P402 CPU overhead ratio of the medians, and its verdict from the two
-    intervals: PASS when even the least favourable ends (stock's low, P402's high) reach the
-    target, MISS when even the most favourable do not."""
-    if p402.cpu_added <= 0:
-        return ("inf (P402 <= 0)" if stock.cpu_added > 0 else "n/a"), (
-            "PASS" if stock.cpu_added_interval[0] > 0 else "UNCLEAR"
-        )
-    stock_low, stock_high = stock.cpu_added_interval
-    p402_low, p402_high = p402.cpu_added_interval
-    if p402_high > 0 and stock_low / p402_high >= TARGET_RATIO:
-        verdict = "PASS"
-    elif p402_low > 0 and stock_high / p402_low < TARGET_RATIO:
-        verdict = "MISS"
-    else:
-        verdict = "UNCLEAR"
-    return f"{stock.cpu_added / p402.cpu_added:.1f}x", verdict
+def _margins(stock_added: list[float], p402_added: list[float], ratio: float) -> list[float]:
+    """Per round, how much more the stock instrumentor added than ``ratio`` x P402's."""
+    return [s - ratio * p for s, p in zip(stock_added, p402_added, strict=False)]
+
+
+def _ratio_interval(stock_added: list[float], p402_added: list[float]) -> tuple[float, float]:
+    """A confidence interval of the stock / P402 overhead ratio, by inverting the sign test:
+    the ratios ``k`` for which the interval of the median of the rounds' margins
+    ``stock - k x P402`` holds 0 (each end found by bisection between 0 and 1,000)."""
+
+    def holds_zero_from_above(k: float) -> bool:  # the margin's interval is all >= 0
+        return _median_interval(_margins(stock_added, p402_added, k))[0] >= 0
+
+    def holds_zero_from_below(k: float) -> bool:  # the margin's interval is all <= 0
+        return _median_interval(_margins(stock_added, p402_added, k))[1] <= 0
+
+    def last_true(test: Callable[[float], bool], low: float, high: float) -> float:
+        if not test(low):
+            return low
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (middle, high) if test(middle) else (low, middle)
+        return low
+
+    def first_true(test: Callable[[float], bool], low: float, high: float) -> float:
+        if not test(high):
+            return math.inf
+        for _ in range(40):
+            middle = (low + high) / 2
+            low, high = (low, middle) if test(middle) else (middle, high)
+        return high
+
+    return (
+        last_true(holds_zero_from_above, 0.0, 1000.0),
+        first_true(holds_zero_from_below, 0.0, 1000.0),
+    )
+
+
+def _ratio_text(
+    baseline: list[Block], stock: list[Block], p402: list[Block]
+) -> tuple[str, str, str]:
+    """The stock / P402 CPU overhead ratio (of the medians), its interval, and the verdict.
+
+    Paired by round: each round's margin ``stock - 3 x P402`` (both overheads over that
+    round's baseline) says whether the stock instrumentor added at least three times what
+    P402 did in that round. PASS when the whole interval of the margins' median is >= 0,
+    MISS when all of it is < 0, UNCLEAR otherwise."""
+    stock_added = [b.cpu_per_call_us - a.cpu_per_call_us for a, b in _rounds(baseline, stock)]
+    p402_added = [b.cpu_per_call_us - a.cpu_per_call_us for a, b in _rounds(baseline, p402)]
+    low, high = _median_interval(_margins(stock_added, p402_added, TARGET_RATIO))
+    verdict = "PASS" if low >= 0 else "MISS" if high < 0 else "UNCLEAR"
+    p402_median = _median(p402_added)
+    if p402_median <= 0:
+        return "inf (P402 <= 0)", "-", verdict
+    ratio_low, ratio_high = _ratio_interval(stock_added, p402_added)
+    interval = f"[{ratio_low:.1f}x, {'inf' if math.isinf(ratio_high) else f'{ratio_high:.1f}x'}]"
+    return f"{_median(stock_added) / p402_median:.1f}x", interval, verdict
 
 
 def report(results: Results, variants: list[str], calls: int, rounds: int) -> None:
@@ -571,8 +619,10 @@ def report(results: Results, variants: list[str], calls: int, rounds: int) -> No
         if p402 is None or stock is None:
             targets["ratio"].append(na)
         else:
-            ratio, ratio_verdict = _ratio_text(stock, p402)
-            print(f"  CPU overhead, stock OTel / P402: {ratio}")
+            ratio, interval, ratio_verdict = _ratio_text(
+                baseline, results.blocks[mode, "stock OTel"], results.blocks[mode, "P402"]
+            )
+            print(f"  CPU overhead, stock OTel / P402: {ratio}, {confidence} interval {interval}")
             targets["ratio"].append(f"{ratio} {ratio_verdict}")
 
     print()
