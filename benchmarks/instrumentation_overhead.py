@@ -689,7 +689,7 @@ _DUMP_AT: Final = "os_getppid"
 # Under callgrind the process runs ~50x slower, so a background thread that wakes every T
 # seconds of wall-clock time would wake ~50x as often per call as it does natively, and its
 # per-wake-up work would be overcharged to every call. The child stretches both pipelines'
-# timers by this factor: P402's recorder interval (0.1 s) and batch delay (1 s), and the
+# timers by this factor: P402's recorder interval (``INTERVAL``) and batch delay (1 s), and the
 # stock BatchSpanProcessor's schedule delay (OTEL_BSP_SCHEDULE_DELAY, 5 s).
 _VALGRIND_SLOWDOWN: Final = 50
 
@@ -702,7 +702,9 @@ def _count_blocks(args: argparse.Namespace) -> None:
 
     native_init = _recorder.Recorder.__init__
 
-    def stretched(recorder: Any, *args: Any, interval: float = 0.1, **kwargs: Any) -> None:
+    def stretched(
+        recorder: Any, *args: Any, interval: float = _recorder.INTERVAL, **kwargs: Any
+    ) -> None:
         native_init(recorder, *args, interval=interval * _VALGRIND_SLOWDOWN, **kwargs)
 
     _recorder.Recorder.__init__ = stretched  # type: ignore[method-assign, assignment]
