@@ -4,10 +4,14 @@ figures, roles, tenancy and bad input."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from litestar.testing import TestClient
 
+from p402.api import create_app
+from p402.api.scheduler import SettingsError
 from p402.ledger import clock
 
 NOW = clock.from_iso("2026-11-11T00:00:00Z")  # a third of November has elapsed
@@ -294,8 +298,16 @@ def test_the_policy_snapshot_has_a_version_and_answers_304_when_unchanged(client
     assert changed.json()["budgets"][0]["remaining_usd"] == "0"
 
 
-def test_authorize_decides_holds_and_releases_at_ingest(client, keys, monkeypatch):
+@pytest.fixture
+def refreshing_client(engine, monkeypatch) -> Iterator[TestClient]:
+    """A server started with ``P402_POLICY_REFRESH_SECONDS=3``."""
     monkeypatch.setenv("P402_POLICY_REFRESH_SECONDS", "3")
+    with TestClient(create_app(engine)) as test_client:
+        yield test_client
+
+
+def test_authorize_decides_holds_and_releases_at_ingest(refreshing_client, keys):
+    client = refreshing_client
     _put(
         client,
         keys["admin"],
@@ -396,3 +408,25 @@ def test_policies_page_with_a_cursor_and_every_page_has_the_tier_overrides(clien
     assert [p["department"] for p in everything["data"]] == ["a", "b", "c"]
     bad = client.get("/v1/policies?cursor=zzz", headers=_headers(keys["read"]))
     assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "2.5", "3601", "\u0663"])
+def test_a_policy_refresh_that_is_not_whole_seconds_within_an_hour_stops_the_server(
+    engine, monkeypatch, value
+):
+    monkeypatch.setenv("P402_POLICY_REFRESH_SECONDS", value)
+    with pytest.raises(SettingsError) as raised:
+        create_app(engine, scheduler=False)
+    assert str(raised.value) == (
+        "P402_POLICY_REFRESH_SECONDS must be a whole number of seconds from 1 to 3,600, "
+        f"not {value!r}"
+    )
+
+
+def test_the_snapshot_gives_the_refresh_the_server_started_with(engine, keys, monkeypatch):
+    monkeypatch.setenv("P402_POLICY_REFRESH_SECONDS", "3600")
+    app = create_app(engine, scheduler=False)
+    monkeypatch.setenv("P402_POLICY_REFRESH_SECONDS", "banana")  # read once, at start
+    with TestClient(app) as client:
+        snapshot = client.get("/v1/policy", headers=_headers(keys["ingest"])).json()
+    assert snapshot["refresh_seconds"] == 3600

@@ -193,6 +193,17 @@ def test_a_port_that_is_not_one_is_a_usage_error(port, problem):
     assert "--port" in result.stderr and problem in result.stderr
 
 
+def test_serve_names_a_wrong_policy_refresh_and_stops(database_url):
+    result = _run(
+        "serve",
+        env={"P402_DATABASE_URL": database_url, "P402_POLICY_REFRESH_SECONDS": "ten"},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "P402_POLICY_REFRESH_SECONDS must be a whole number of seconds" in result.stderr
+
+
 def test_migrate_brings_an_empty_database_to_the_latest_migration(database_url):
     result = _run("migrate", env={"P402_DATABASE_URL": database_url})
     assert result.returncode == 0, result.stderr

@@ -47,6 +47,7 @@ from p402.api.routes.policies import (
     get_policy_snapshot,
     post_authorize,
     put_policy,
+    refresh_seconds,
 )
 from p402.api.routes.receipts import get_receipt_by_id, get_receipt_proof, get_receipts
 from p402.api.routes.reconciliation import get_reconciliation
@@ -56,7 +57,7 @@ from p402.api.routes.settlements import get_settlements, post_session_close
 from p402.api.routes.spend import get_spend, get_spend_timeseries
 from p402.api.routes.tenant import delete_tenant
 from p402.api.routes.webhooks import get_webhooks, put_webhooks
-from p402.api.scheduler import scheduler_lifespans
+from p402.api.scheduler import SettingsError, scheduler_lifespans
 from p402.instrumentation.version import __version__
 from p402.ledger.database import connect, migrate
 
@@ -101,8 +102,12 @@ def create_app(
     """The P402 app on ``engine`` (default: ``P402_DATABASE_URL``), schema prepared.
 
     The scheduler runs with the app unless ``scheduler`` is false (default: unless
-    ``P402_SCHEDULER=off``).
+    ``P402_SCHEDULER=off``). A wrong setting raises :class:`SettingsError`, naming it.
     """
+    try:
+        policy_refresh_seconds = refresh_seconds()
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
     engine = engine or connect(database_url)
     migrate(engine)
 
@@ -176,4 +181,5 @@ def create_app(
     )
     app.state.engine = engine
     app.state.run_sync = _run_sync
+    app.state.policy_refresh_seconds = policy_refresh_seconds
     return app

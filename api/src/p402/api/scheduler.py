@@ -98,7 +98,8 @@ class JobRun:
 
 
 class SettingsError(ValueError):
-    """A setting of the scheduler's jobs is wrong."""
+    """A setting the server reads at start is wrong: one of the scheduler's jobs, or
+    ``P402_POLICY_REFRESH_SECONDS``."""
 
 
 class UnknownJob(KeyError):

@@ -55,9 +55,13 @@ __all__ = [
     "get_policy_snapshot",
     "post_authorize",
     "put_policy",
+    "refresh_seconds",
 ]
 
 REFRESH_VARIABLE: Final = "P402_POLICY_REFRESH_SECONDS"
+MAX_REFRESH_SECONDS: Final = 3600
+"""The longest refresh interval a server may give: a snapshot fetched less often would let
+services overshoot their caps by longer."""
 AUTHORIZE_PATH: Final = "/v1/authorize"
 AUTHORIZE_ROLE: Final = Role.INGEST
 AUTHORIZE_MAX_BODY_BYTES: Final = 1_000_000
@@ -143,9 +147,19 @@ async def put_policy(
     return body
 
 
-def _refresh_seconds() -> int:
-    value = os.environ.get(REFRESH_VARIABLE, "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_REFRESH_SECONDS
+def refresh_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """How often services should fetch the policy snapshot: ``P402_POLICY_REFRESH_SECONDS``,
+    or 10 s; raises :class:`ValueError` naming the setting when it is not a whole number of
+    seconds from 1 to :data:`MAX_REFRESH_SECONDS`."""
+    value = (os.environ if environ is None else environ).get(REFRESH_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_REFRESH_SECONDS
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= MAX_REFRESH_SECONDS):
+        raise ValueError(
+            f"{REFRESH_VARIABLE} must be a whole number of seconds from 1 to "
+            f"{MAX_REFRESH_SECONDS:,}, not {value!r}"
+        )
+    return int(value)
 
 
 @get("/v1/policy", opt={"role": "ingest"}, tags=["policies"], sync_to_thread=True)
@@ -158,7 +172,10 @@ def get_policy_snapshot(
     request with ``If-None-Match`` of the current version is answered 304 with no body."""
     with engine.connect() as connection:
         snapshot: PolicySnapshot = policy_snapshot(
-            connection, identity.tenant_id, clock.now_ms(), refresh_seconds=_refresh_seconds()
+            connection,
+            identity.tenant_id,
+            clock.now_ms(),
+            refresh_seconds=request.app.state.policy_refresh_seconds,
         )
     etag = f'"{snapshot.version}"'
     headers = {"etag": etag, "cache-control": "no-cache"}
