@@ -23,7 +23,7 @@ from litestar.types import (
 )
 from sqlalchemy import Engine
 
-from p402.api.auth import provide_identity
+from p402.api.auth import authenticate, provide_identity
 from p402.api.errors import DocumentedErrors, exception_handlers
 from p402.api.openapi_names import HandlerNames
 from p402.api.routes.alerts import get_alerts
@@ -165,9 +165,10 @@ def create_app(
         ],
         dependencies={
             "engine": Provide(provide_engine, sync_to_thread=False),
-            "identity": Provide(provide_identity, sync_to_thread=True),
+            "identity": Provide(provide_identity, sync_to_thread=False),
             "event_filter": Provide(provide_event_filter, sync_to_thread=False),
         },
+        guards=[authenticate],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         plugins=[DocumentedErrors(), HandlerNames()],
         lifespan=scheduler_lifespans(engine, scheduler),

@@ -1,28 +1,34 @@
 """Who is calling: the API key from ``Authorization: Bearer`` or ``x-p402-api-key``, and
 the role a route needs (``opt={"role": ...}`` on the handler).
 
-Most routes receive the caller as the ``identity`` dependency (:func:`provide_identity`,
-one look-up of the key per request). ``POST /v1/authorize``, the hot path of strict
-enforcement, instead resolves the key in the same worker call as its transaction
-(:func:`remembered_caller`), from identities remembered by key hash, and checks in that
-transaction that the key is still live.
+Most routes receive the caller as the ``identity`` dependency: the :func:`authenticate`
+guard looks the key up once per request, before anything else of the request is read (a
+request without a valid key is answered 401, and one with the wrong role 403, whatever its
+body), and :func:`provide_identity` hands the result to the handler.
+
+``POST /v1/authorize``, the hot path of strict enforcement, instead resolves the key in the
+same worker call as its transaction (:func:`remembered_caller`), from identities remembered
+by key hash, and checks in that transaction that the key is still live.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
+import anyio.to_thread
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers import BaseRouteHandler
 from sqlalchemy import Engine
 
-from p402.api.dependencies import LedgerEngine
 from p402.api.errors import ApiError
 from p402.instrumentation.vocabulary import API_KEY_HEADER
 from p402.ledger.keys import Identity, Role, remembered_identity, resolve_key
 
 __all__ = [
+    "authenticate",
     "caller",
     "invalid_key",
     "needed_role",
@@ -72,8 +78,30 @@ def caller(engine: Engine, key: str | None, needed: Role | None) -> Identity:
     return _checked(resolve_key(engine, key), needed)
 
 
-def provide_identity(request: Request[object, object, State], engine: LedgerEngine) -> Identity:
-    return caller(engine, presented_key(request.headers), needed_role(request))
+_IDENTITY: Final = "identity"
+
+
+async def authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: the caller of a route that takes the ``identity``, checked before its
+    parameters and body are read."""
+    if _IDENTITY not in handler.parsed_fn_signature.parameters:
+        return
+    role = handler.opt.get("role")
+    identity = await anyio.to_thread.run_sync(
+        caller,
+        connection.app.state.engine,
+        presented_key(connection.headers),
+        None if role is None else Role(role),
+    )
+    connection.state[_IDENTITY] = identity
+
+
+def provide_identity(request: Request[object, object, State]) -> Identity:
+    """The caller :func:`authenticate` checked."""
+    identity: Identity = request.state[_IDENTITY]
+    return identity
 
 
 def remembered_caller(engine: Engine, key: str | None, needed: Role | None) -> Identity:
