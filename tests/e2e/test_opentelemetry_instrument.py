@@ -62,3 +62,40 @@ def test_an_unmodified_app_under_opentelemetry_instrument_is_metered(engine, sta
     assert len(events) == 3
     assert {event["department"] for event in events} == {"engineering"}
     assert {event["cost_usd"] for event in events} == {"0.0005331"}
+
+
+OTHER_INSTRUMENTATION_APP = """
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from p402.instrumentation import P402Instrumentor
+
+print("httpx instrumented:", HTTPXClientInstrumentor().is_instrumented_by_opentelemetry)
+print("p402 instrumented:", P402Instrumentor().is_instrumented_by_opentelemetry)
+"""
+
+
+def test_a_setting_p402_cannot_use_leaves_the_app_and_other_instrumentations_running(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(OTHER_INSTRUMENTATION_APP)
+    env = {
+        **os.environ,
+        "P402_ENDPOINT": "ftp://p402.internal",
+        "P402_SPOOL_DIR": str(tmp_path / "spool"),
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    result = subprocess.run(
+        [str(instrument), sys.executable, str(app)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["httpx instrumented: True", "p402 instrumented: False"]
+    assert result.stderr.splitlines() == [
+        "P402 is not metering this process: P402_ENDPOINT='ftp://p402.internal' is not the "
+        "http:// or https:// URL of a P402 server"
+    ]

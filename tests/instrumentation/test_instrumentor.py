@@ -31,11 +31,16 @@ def test_instrumenting_twice_patches_once(instrument, spans, standin):
     assert not hasattr(httpx2.Client.send.__wrapped__, "__wrapped__")
 
 
-def test_the_opentelemetry_instrument_entry_point_names_p402():
+def test_the_opentelemetry_instrument_entry_point_names_p402(monkeypatch, tmp_path):
     (entry_point,) = [
         ep for ep in entry_points(group="opentelemetry_instrumentor") if ep.name == "p402"
     ]
-    assert entry_point.load() is P402Instrumentor
+    monkeypatch.setenv("P402_SPOOL_DIR", str(tmp_path))
+    entry_point.load()().instrument()  # as OpenTelemetry's loader does
+    try:
+        assert P402Instrumentor().is_instrumented_by_opentelemetry
+    finally:
+        P402Instrumentor().uninstrument()
 
 
 def test_spans_join_the_applications_current_trace(instrument, spans, standin):

@@ -9,7 +9,8 @@ Every keyword is optional (see :mod:`p402.instrumentation.config`); ``tracer_pro
 replaces P402's own always-on export pipeline (its processors export the events; its sampler
 does not decide them: every event is recorded). ``uninstrument()`` restores the clients'
 ``send`` methods exactly. The ``p402`` entry point of ``opentelemetry_instrumentor`` lets
-``opentelemetry-instrument python app.py`` enable it with no code change.
+``opentelemetry-instrument python app.py`` enable it with no code change (see
+:mod:`p402.instrumentation.auto`).
 """
 
 from __future__ import annotations
