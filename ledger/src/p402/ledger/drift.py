@@ -21,6 +21,8 @@ and come from the events that have one.
 
 from __future__ import annotations
 
+import bisect
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -30,7 +32,15 @@ from sqlalchemy import Connection
 
 from p402.instrumentation.money import from_picos, to_picos, usd_str
 from p402.ledger.clock import to_iso
-from p402.ledger.events import EventFilter, GroupKey, Measures, by_cost, spend_groups
+from p402.ledger.events import (
+    EventFilter,
+    GroupKey,
+    Measures,
+    by_cost,
+    cost_rank,
+    spend_groups,
+)
+from p402.ledger.paging import InvalidCursor, decode_cursor, encode_cursor
 from p402.ledger.rollups import DAY_MS
 
 __all__ = ["RATIO_PLACES", "InvalidWindows", "Window", "drift"]
@@ -210,12 +220,17 @@ def drift(
     *,
     baseline: Window,
     current: Window,
+    limit: int | None = None,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     """The change of every group's spend from ``baseline`` to ``current`` (see the module
-    docstring), groups with the most current spend first, and of the whole. The filter's
-    equality conditions select the events; its time range is ignored (the windows are).
+    docstring), groups with the most current spend first, ``limit`` at a time after
+    ``cursor`` (all with no ``limit``), and of the whole. The filter's equality conditions
+    select the events; its time range is ignored (the windows are).
 
-    Raises :class:`InvalidWindows` when a window is empty or reversed.
+    Raises :class:`InvalidWindows` when a window is empty or reversed, and
+    :class:`~p402.ledger.paging.InvalidCursor` for a cursor that is not a ``next_cursor`` of
+    the same ``group_by``.
     """
     baseline.check("baseline")
     current.check("current")
@@ -229,12 +244,18 @@ def drift(
             for key in set(before) | set(after)
         }
     )
+    start = 0 if cursor is None else _start_after(order, cursor, len(dimensions))
+    page = order[start:] if limit is None else order[start : start + limit]
+    next_cursor = None
+    if limit is not None and start + limit < len(order):
+        cost, events, values = cost_rank(page[-1])
+        next_cursor = encode_cursor(-cost, json.dumps([-events, *values], ensure_ascii=False))
     rows = [
         {
             **dict(zip(dimensions, key, strict=True)),
             **_comparison(before.get(key, empty), after.get(key, empty), windows),
         }
-        for key, _ in order
+        for key, _ in page
     ]
     whole = _comparison(_whole(before.values()), _whole(after.values()), windows)
     return {
@@ -242,5 +263,21 @@ def drift(
         "current": current.json(),
         "data": rows,
         "total": whole,
-        "next_cursor": None,
+        "next_cursor": next_cursor,
     }
+
+
+def _start_after(order: list[tuple[GroupKey, Measures]], cursor: str, width: int) -> int:
+    """Where the page after ``cursor`` begins in ``order`` (see :func:`cost_rank`)."""
+    cost, text = decode_cursor(cursor)
+    try:
+        events, *values = json.loads(text)
+    except (ValueError, TypeError):
+        raise InvalidCursor(f"invalid cursor: {cursor!r}") from None
+    if (
+        not isinstance(events, int)
+        or len(values) != width
+        or not all(isinstance(value, str) for value in values)
+    ):
+        raise InvalidCursor(f"invalid cursor: {cursor!r}")
+    return bisect.bisect_right(order, (-cost, -events, tuple(values)), key=cost_rank)

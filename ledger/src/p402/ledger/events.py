@@ -57,6 +57,7 @@ __all__ = [
     "Page",
     "SpendPage",
     "by_cost",
+    "cost_rank",
     "event_json",
     "get_event",
     "insert_events",
@@ -696,12 +697,16 @@ def spend_groups(
     return {key: measures for key, measures in groups.items() if measures.events}
 
 
+def cost_rank(item: tuple[GroupKey, Measures]) -> tuple[int, int, tuple[str, ...]]:
+    """Where a group stands in :func:`by_cost`'s order: most costly first, then most events,
+    then by its values."""
+    key, measures = item
+    return (-measures.cost_picos, -measures.events, tuple(map(str, key)))
+
+
 def by_cost(groups: Mapping[GroupKey, Measures]) -> list[tuple[GroupKey, Measures]]:
     """The groups, most costly first (then most events, then by their values)."""
-    return sorted(
-        groups.items(),
-        key=lambda item: (-item[1].cost_picos, -item[1].events, tuple(map(str, item[0]))),
-    )
+    return sorted(groups.items(), key=cost_rank)
 
 
 # A page of the groups, most costly first, ordered and cut in SQL: the signed parts of the

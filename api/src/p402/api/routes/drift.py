@@ -10,9 +10,10 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine, QueryFilter
 from p402.api.errors import ApiError
-from p402.api.routes.filters import parse_time
+from p402.api.routes.filters import MAX_LIMIT, parse_time
 from p402.api.routes.spend import GroupBy, dimensions
 from p402.ledger.drift import InvalidWindows, Window, drift
+from p402.ledger.paging import InvalidCursor
 
 __all__ = ["get_drift"]
 
@@ -35,10 +36,20 @@ def get_drift(
         str | None, Parameter(required=False, description="ISO-8601 end of the baseline")
     ] = None,
     group_by: GroupBy = None,
+    limit: Annotated[
+        int,
+        Parameter(ge=1, le=MAX_LIMIT, description="groups per page (most current spend first)"),
+    ] = 100,
+    cursor: Annotated[
+        str | None,
+        Parameter(required=False, description="the previous page's next_cursor, to page on"),
+    ] = None,
 ) -> dict[str, Any]:
     """The change from ``[baseline_from, baseline_to)`` to ``[from, to)`` (both required) of
     cost, events, cost per event and per day (absolute and relative), model mix (share of
-    spend per model) and outcomes, per group and in ``total``; money in decimal strings.
+    spend per model) and outcomes, per group and in ``total``; money in decimal strings. The
+    groups with the most current spend come first, ``limit`` at a time, ``next_cursor``
+    paging on; ``total`` covers every group.
     (All four bounds are required: they are checked after the key, so that a caller without
     one learns that first.)"""
     names = dimensions(group_by)
@@ -57,6 +68,10 @@ def get_drift(
                 names,
                 baseline=baseline,
                 current=current,
+                limit=limit,
+                cursor=cursor,
             )
         except InvalidWindows as error:
             raise ApiError(400, "invalid_parameter", str(error)) from None
+        except InvalidCursor as error:
+            raise ApiError(400, "invalid_cursor", str(error)) from None
