@@ -12,7 +12,9 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
+from tests.conftest import POSTGRES_SERVER
 
 from p402.ledger.database import connect
 from p402.ledger.keys import Role, resolve_key
@@ -202,6 +204,37 @@ def test_serve_names_a_wrong_policy_refresh_and_stops(database_url):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "P402_POLICY_REFRESH_SECONDS must be a whole number of seconds" in result.stderr
+
+
+def test_migrate_creates_a_postgresql_database_that_does_not_exist(postgres_database):
+    missing = f"{postgres_database}_made_by_migrate"
+    name = missing.rsplit("/", 1)[1]
+    try:
+        first = _run("migrate", env={"P402_DATABASE_URL": missing})
+        assert first.returncode == 0, first.stderr
+        again = _run("migrate", env={"P402_DATABASE_URL": missing})  # there now: used as is
+        assert again.returncode == 0, again.stderr
+        engine = connect(missing)
+        try:
+            with engine.connect() as connection:
+                tables = connection.exec_driver_sql(
+                    "SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_name IN ('economic_event', 'alembic_version')"
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        assert tables == 2
+    finally:
+        with psycopg.connect(POSTGRES_SERVER, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_migrate_names_a_postgresql_database_it_cannot_reach(postgres_database):
+    unknown_role = postgres_database.replace("postgres@", "no_such_role@", 1) + "_never_made"
+    result = _run("migrate", env={"P402_DATABASE_URL": unknown_role})
+    assert result.returncode == 1
+    assert 'role "no_such_role" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_migrate_brings_an_empty_database_to_the_latest_migration(database_url):

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from p402.ledger import models  # noqa: F401 - registers the tables on SQLModel.metadata
 
@@ -24,6 +26,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "alembic_config",
     "connect",
+    "create_database",
     "database_url",
     "in_memory",
     "migrate",
@@ -155,12 +158,58 @@ def alembic_config(connection: Connection) -> Config:
     return config
 
 
+_DATABASE_EXISTS: Final = frozenset({"42P04", "23505"})  # duplicate_database; or a race's
+_MAINTENANCE_DATABASES: Final = ("postgres", "template1")
+
+
+def create_database(engine: Engine) -> bool:
+    """Create the PostgreSQL database ``engine`` names when the server has none of that name
+    (through the server's ``postgres`` or ``template1`` database, with the same credentials);
+    ``True`` when it did. A SQLite file is made by its first connection. When ``engine``
+    cannot connect for another reason, or the database cannot be created, the error of
+    connecting to it is raised."""
+    url = engine.url
+    if url.get_backend_name() != "postgresql" or not url.database:
+        return False
+    try:
+        with engine.connect():
+            return False
+    except OperationalError as error:
+        failure = error  # (no SQLSTATE comes with a connection's failure: asked below)
+    for maintenance_database in _MAINTENANCE_DATABASES:
+        maintenance = create_engine(
+            url.set(database=maintenance_database),
+            isolation_level="AUTOCOMMIT",
+            poolclass=NullPool,
+        )
+        try:
+            with maintenance.connect() as connection:
+                exists = connection.execute(
+                    text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                    {"name": url.database},
+                ).first()
+                if exists:
+                    break  # it is there: the connection failed for another reason
+                name = connection.dialect.identifier_preparer.quote(url.database)
+                connection.exec_driver_sql(f"CREATE DATABASE {name}")
+                return True
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) in _DATABASE_EXISTS:
+                return False  # another server, starting at the same time, made it
+        finally:
+            maintenance.dispose()
+    raise failure
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest migration (creating it on an empty database).
+    """Bring the schema to the latest migration, creating the database (see
+    :func:`create_database`) and the schema when there are none.
 
     On PostgreSQL an advisory lock makes servers starting together migrate one at a time.
     """
     from alembic import command
+
+    create_database(engine)
 
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
