@@ -69,6 +69,17 @@ def test_an_event_read_from_the_api_can_be_sent_back_to_another_tenant(client, k
     }
 
 
+def test_an_events_trace_context_is_kept(client, keys):
+    traced = {
+        **EVENT,
+        "trace_id": "5b8efff798038103d269b633813fc60c",
+        "span_id": "eee19b7ec3c1b174",
+    }
+    assert _post(client, keys["ingest"], [traced]).status_code == 200
+    (event,) = _events(client, keys["read"])
+    assert (event["trace_id"], event["span_id"]) == (traced["trace_id"], traced["span_id"])
+
+
 def test_a_reported_cost_is_kept_when_the_model_cannot_be_priced(client, keys):
     reported = {
         **EVENT,
@@ -96,6 +107,8 @@ def test_one_bad_event_rejects_the_batch_and_nothing_is_written(client, keys):
         {**EVENT, "id": "b6", "outcome": {}},
         {**EVENT, "id": "b7", "department": ["finance"]},
         {**EVENT, "id": "b8", "task_type": {"kind": "triage"}},
+        {**EVENT, "id": "b9", "trace_id": "5B8EFFF798038103D269B633813FC60C", "span_id": "e" * 16},
+        {**EVENT, "id": "b10", "span_id": "eee19b7ec3c1b174"},
     ]
     response = _post(client, keys["ingest"], bad)
     assert response.status_code == 400
@@ -109,6 +122,8 @@ def test_one_bad_event_rejects_the_batch_and_nothing_is_written(client, keys):
         "event 6: outcome {} is not one of",
         "event 7: department must be a single value, not a JSON array",
         "event 8: task_type must be a single value, not a JSON object",
+        "event 9: trace_id must be 32 lowercase hex digits",
+        "event 10: trace_id and span_id go together",
     ):
         assert fragment in message
     assert _events(client, keys["read"]) == []

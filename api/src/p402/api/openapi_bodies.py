@@ -55,7 +55,7 @@ from p402.ledger.settings import MAX_TIER_OVERRIDES, ROTATE
 from p402.ledger.webhooks import MAX_WEBHOOKS, MIN_SECRET_LENGTH
 from p402.receiver.conversion import MAX_EVENT_ID_LENGTH, MAX_EVENT_USD, MAX_TOKENS
 from p402.receiver.ingest import JSON, PROTOBUF
-from p402.receiver.meter_events import MAX_EVENTS, READ_ONLY_FIELDS
+from p402.receiver.meter_events import MAX_EVENTS, READ_ONLY_FIELDS, TRACE_CONTEXT
 from p402.receiver.otlp import MAX_VALUE_NESTING
 
 __all__ = [
@@ -455,6 +455,16 @@ _METER_EVENT = Schema(
         "attempt": _nullable(_count(description="0 for the first attempt, n for the n-th retry")),
         "status_code": _nullable(Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=999)),
         "outcome": _nullable(_choice(Outcome)),
+        **{
+            name: _nullable(
+                Schema(
+                    type=OpenAPIType.STRING,
+                    pattern=f"^[0-9a-f]{{{digits}}}$",
+                    description="the call's span (with its pair, or neither), lowercase hex",
+                )
+            )
+            for name, digits in TRACE_CONTEXT.items()
+        },
         **{dimension: _nullable(_text()) for dimension in OWNER_DIMENSIONS},
         **{
             name: Schema(description="read-only in the ledger: accepted and ignored")

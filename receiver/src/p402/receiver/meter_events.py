@@ -11,6 +11,7 @@ batch with every problem listed, and nothing is written.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +28,7 @@ from p402.receiver.otlp import PlainSpan
 __all__ = [
     "MAX_EVENTS",
     "READ_ONLY_FIELDS",
+    "TRACE_CONTEXT",
     "InvalidEvents",
     "MeterResult",
     "ingest_meter_events",
@@ -58,8 +60,6 @@ _ATTRIBUTE_OF: Final = {
 READ_ONLY_FIELDS: Final = (
     "receipt_id",
     "evidence_status",
-    "trace_id",
-    "span_id",
     "price_version",
     "client_cost_usd",
     "original_cost_usd",
@@ -70,7 +70,12 @@ READ_ONLY_FIELDS: Final = (
 """Fields of the event JSON the ledger sets itself: accepted (an event read from the API can
 be sent back) and ignored."""
 _READ_ONLY: Final = frozenset(READ_ONLY_FIELDS)
-_SPECIAL: Final = frozenset({"id", "timestamp", "cost_usd", "cost_evidence", "outcome"})
+_SPECIAL: Final = frozenset(
+    {"id", "timestamp", "cost_usd", "cost_evidence", "outcome", "trace_id", "span_id"}
+)
+TRACE_CONTEXT: Final = {"trace_id": 32, "span_id": 16}
+"""The trace context an event may carry, the call's span: hex digits of each, in W3C form."""
+_LOWER_HEX: Final = re.compile("[0-9a-f]+")
 _OUTCOMES: Final = frozenset(outcome.value for outcome in v.Outcome)
 
 
@@ -124,7 +129,20 @@ def _span_of(event: Mapping[str, Any]) -> tuple[PlainSpan, str | None]:
     outcome = event.get("outcome")
     if outcome is not None and (not isinstance(outcome, str) or outcome not in _OUTCOMES):
         raise InvalidSpan(f"outcome {outcome!r} is not one of {', '.join(sorted(_OUTCOMES))}")
-    return PlainSpan("", "", "", start_ns, start_ns, attributes, {}), outcome
+    trace_id, span_id = (_trace_context(event, field) for field in TRACE_CONTEXT)
+    if bool(trace_id) != bool(span_id):
+        raise InvalidSpan("trace_id and span_id go together: give both or neither")
+    return PlainSpan(trace_id, span_id, "", start_ns, start_ns, attributes, {}), outcome
+
+
+def _trace_context(event: Mapping[str, Any], field: str) -> str:
+    value = event.get(field)
+    if value is None:
+        return ""
+    digits = TRACE_CONTEXT[field]
+    if not isinstance(value, str) or len(value) != digits or not _LOWER_HEX.fullmatch(value):
+        raise InvalidSpan(f"{field} must be {digits} lowercase hex digits, not {value!r}")
+    return value
 
 
 def read_events(body: bytes, policy: IngestPolicy) -> list[EventRecord]:
@@ -150,7 +168,8 @@ def read_events(body: bytes, policy: IngestPolicy) -> list[EventRecord]:
         except InvalidSpan as error:
             problems.append(f"event {index}: {error}")
             continue
-        record.trace_id = record.span_id = None
+        record.trace_id = record.trace_id or None
+        record.span_id = record.span_id or None
         record.outcome = outcome
         records.append(record)
     if problems:
