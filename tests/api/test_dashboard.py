@@ -122,6 +122,28 @@ def test_assets_are_served_with_their_content_types_and_cached_by_content(page_c
     assert page_client.get("/dashboard/missing.js").status_code == 404
 
 
+def test_a_module_changed_by_a_release_is_fetched_anew_whichever_module_it_is(page_client):
+    page = page_client.get("/").text
+    (script,) = [url for url, name, _ in ASSET.findall(page) if name == "dashboard.js"]
+    imports = re.findall(r'from "\./([\w.-]+\.js)\?v=([0-9a-f]+)"', page_client.get(script).text)
+    assert {name for name, _ in imports} == {"api.js", "format.js"}
+    for name, version in imports:  # versioned by what is served, so cached for a year
+        module = page_client.get(f"/dashboard/{name}?v={version}")
+        assert version == hashlib.sha256(module.content).hexdigest()[:16]
+        assert "immutable" in module.headers["cache-control"]
+    # Asked for with no version, or an old one, an asset is revalidated every time.
+    for url in ("/dashboard/format.js", "/dashboard/format.js?v=0123456789abcdef"):
+        response = page_client.get(url)
+        assert response.headers["cache-control"] == "no-cache"
+        etag = response.headers["etag"]
+        unchanged = page_client.get(url, headers={"if-none-match": etag})
+        assert (unchanged.status_code, unchanged.content) == (304, b"")
+        assert page_client.get(url, headers={"if-none-match": '"0"'}).status_code == 200
+    # The page is served at / only, with its security headers.
+    for other in ("/dashboard/index.html", "/dashboard/..%2Fdashboard.py", "/dashboard/"):
+        assert page_client.get(other).status_code == 404, other
+
+
 def test_no_asset_refers_to_another_origin():
     files = sorted(path for path in DASHBOARD_DIR.iterdir() if path.is_file())
     assert {path.suffix for path in files} == {".html", ".js", ".css", ".svg"}
