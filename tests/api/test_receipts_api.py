@@ -183,6 +183,13 @@ def test_the_proof_bundle_appears_once_anchored_and_verifies(client, keys, seale
     assert early.status_code == 409
     assert early.json()["error"]["code"] == "not_anchored"
 
+    def session_log_status() -> str:
+        log = client.get("/v1/sessions", headers=read).json()["data"]
+        (row,) = [row for row in log if row["session"] == "contract-42"]
+        assert row["receipt_id"] == receipt_id
+        return str(row["receipt_status"])
+
+    assert session_log_status() == "sealed"
     chain = embedded_chain()
     report = settle(engine, chain)
     assert report.final == report.formed and len(report.formed) == 1
@@ -217,6 +224,7 @@ def test_the_proof_bundle_appears_once_anchored_and_verifies(client, keys, seale
     assert shown["settlement"]["tx_hash"] == bundle["anchor"]["tx_hash"]
     events = client.get("/v1/events?session=contract-42", headers=read).json()["data"]
     assert {event["evidence_status"] for event in events} == {"anchored"}
+    assert session_log_status() == "anchored"
     pdf = client.get(f"/v1/receipts/{receipt_id}.pdf", headers=read)
     text = pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
     assert bundle["anchor"]["tx_hash"] in text

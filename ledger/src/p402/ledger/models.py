@@ -618,6 +618,12 @@ class SettlementBatch(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text(), nullable=True))
 
 
+def receipt_status(batch_state: str | None) -> str:
+    """A sealed receipt's ``status``: ``anchored`` once its batch's anchor is final, else
+    ``sealed``."""
+    return "anchored" if batch_state == "final" else "sealed"
+
+
 class SettlementLeaf(SQLModel, table=True):
     """A receipt's place in its batch: the leaf index of its hash in the batch's tree."""
 

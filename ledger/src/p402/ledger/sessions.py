@@ -19,12 +19,14 @@ from sqlalchemy import Connection, and_, func, or_, select
 from p402.instrumentation.money import from_picos, usd_str
 from p402.ledger.clock import to_iso
 from p402.ledger.events import EVENTS
-from p402.ledger.models import Session
+from p402.ledger.models import Session, SettlementBatch, SettlementLeaf, receipt_status
 from p402.ledger.paging import InvalidCursor, Page, decode_cursor, encode_cursor
 
 __all__ = ["SESSION_FILTERS", "list_sessions"]
 
 SESSIONS = Session.__table__  # type: ignore[attr-defined]
+_LEAVES = SettlementLeaf.__table__  # type: ignore[attr-defined]
+_BATCHES = SettlementBatch.__table__  # type: ignore[attr-defined]
 SESSION_FILTERS: Final = ("department", "employee")
 """The owners a session log can be narrowed to (those a session row keeps)."""
 _MAX_PICOS: Final = 2**63
@@ -53,6 +55,19 @@ def _counts(connection: Connection, tenant_id: int, names: list[str]) -> dict[st
         .group_by(EVENTS.c.session)
     )
     return {row[0]: row[1:] for row in rows}
+
+
+def _receipt_statuses(connection: Connection, receipt_ids: list[str]) -> dict[str, str]:
+    """The status of each of the receipts ``receipt_ids`` (see :func:`receipt_status`)."""
+    if not receipt_ids:
+        return {}
+    rows = connection.execute(
+        select(_LEAVES.c.receipt_id, _BATCHES.c.state)
+        .join(_BATCHES, _BATCHES.c.id == _LEAVES.c.batch_id)
+        .where(_LEAVES.c.receipt_id.in_(receipt_ids))
+    )
+    states = {receipt_id: state for receipt_id, state in rows}
+    return {receipt_id: receipt_status(states.get(receipt_id)) for receipt_id in receipt_ids}
 
 
 def list_sessions(
@@ -93,6 +108,9 @@ def list_sessions(
         rows = rows[:limit]
         next_cursor = encode_cursor(int(rows[-1]["cost_picos"]), rows[-1]["name"])
     counts = _counts(connection, tenant_id, [row["name"] for row in rows])
+    statuses = _receipt_statuses(
+        connection, [row["receipt_id"] for row in rows if row["receipt_id"]]
+    )
     data = []
     for row in rows:
         events, input_tokens, output_tokens, unpriced = counts.get(row["name"], (0, 0, 0, 0))
@@ -110,6 +128,7 @@ def list_sessions(
                 "unpriced_events": int(unpriced),
                 "closed": row["closed_ms"] is not None,
                 "receipt_id": row["receipt_id"],
+                "receipt_status": statuses.get(row["receipt_id"]),
             }
         )
     return Page(data, next_cursor)

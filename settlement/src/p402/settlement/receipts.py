@@ -41,7 +41,13 @@ from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.vocabulary import OWNER_DIMENSIONS, PrivacyMode
 from p402.ledger.clock import to_iso
 from p402.ledger.events import EVENT_FIELDS, EVENTS, EventFilter, Page, event_json
-from p402.ledger.models import Receipt, ReceiptLeaf, SettlementBatch, SettlementLeaf
+from p402.ledger.models import (
+    Receipt,
+    ReceiptLeaf,
+    SettlementBatch,
+    SettlementLeaf,
+    receipt_status,
+)
 from p402.ledger.paging import newest_first
 from p402.settlement.canonical import sha256_hex
 
@@ -231,7 +237,7 @@ _COLUMNS: Final = (
 def receipt_json(row: RowMapping) -> dict[str, Any]:
     """A receipt as the API shows it: the sealed body, its hash, and (outside the hash) its
     settlement: the batch, and the anchor once the batch's transaction is final."""
-    anchored = row["batch_state"] == "final"
+    status = receipt_status(row["batch_state"])
     settlement = None
     if row["batch_id"] is not None:
         settlement = {
@@ -247,13 +253,13 @@ def receipt_json(row: RowMapping) -> dict[str, Any]:
             "block_hash": row["block_hash"],
             "submitter": row["submitter"],
             "method": row["method"],
-            "anchored_at": to_iso(row["final_ms"]) if anchored else None,
+            "anchored_at": to_iso(row["final_ms"]) if status == "anchored" else None,
         }
     return {
         "id": row["id"],
         "receipt": json.loads(row["body"]),
         "receipt_hash": row["receipt_hash"],
-        "status": "anchored" if anchored else "sealed",
+        "status": status,
         "settlement": settlement,
     }
 

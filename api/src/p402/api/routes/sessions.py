@@ -29,7 +29,8 @@ def get_sessions(
 ) -> dict[str, Any]:
     """Sessions whose span (first to last event) meets ``[from, to)``, most costly first
     (equal costs by name), with the whole session's ``cost_usd``, ``events``, tokens and
-    ``unpriced_events``, whether it is ``closed``, and its latest ``receipt_id``; ranked from
+    ``unpriced_events``, whether it is ``closed``, and its latest ``receipt_id`` with that
+    receipt's ``receipt_status`` (``sealed``, or ``anchored`` once its anchor is final); ranked from
     the sessions' own running totals, never from a scan of the events."""
     owners = {
         name: value
