@@ -444,6 +444,14 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
         at_risk = sum(b["status"] != "ok" for b in budgets.values())
         budgets_kpi = driver.find_element(By.CSS_SELECTOR, "#kpi-budgets .figure").text
         assert budgets_kpi == f"{at_risk} of 3"
+        # projected over the cap, whatever the status (an exceeded budget can be too)
+        over = sum(
+            Decimal(b["projected_usd"]) > Decimal(b["cap_usd"])
+            for b in budgets.values()
+            if b["projected_usd"] is not None
+        )
+        budgets_note = driver.find_element(By.CSS_SELECTOR, "#kpi-budgets .note").text
+        assert budgets_note.endswith(f" · {over} projected over the cap")
 
         # departments: engineering on top, with its exact spend and share of the total
         rows = _cells(driver, "#departments tbody tr")
@@ -525,6 +533,8 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
             top["cost_usd"],
         ]
         assert receipt["receipt"]["cost_usd"] == top["cost_usd"]
+        badges = [r.find_element(By.CSS_SELECTOR, ".badge").text for r in rows]
+        assert badges == [s["receipt_status"] for s in sessions]
         # a session opens onto its events
         rows[0].find_element(By.CSS_SELECTOR, "button.link").click()
         events = _wait(
@@ -532,6 +542,48 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
             "the session's events",
         )
         assert len(events) == top["events"] == receipt["receipt"]["events"]["count"]
+
+        # Months changed quickly: the answers for the month left behind come late (1.5 s),
+        # and never replace those of the month shown.
+        this_month = _this_month()["from"][:7]
+        year, month = map(int, this_month.split("-"))
+        previous = f"{year - (month == 1)}-{(month - 2) % 12 + 1:02d}"
+        driver.execute_script(
+            """
+            const marker = arguments[0], real = window.fetch.bind(window);
+            window.fetch = (input, init) => String(input instanceof Request ? input.url : input)
+              .includes(marker)
+              ? new Promise((done) => setTimeout(done, 1500)).then(() => real(input, init))
+              : real(input, init);
+            const box = document.getElementById("month");
+            for (const value of [arguments[1], arguments[2]]) {
+              box.value = value;
+              box.dispatchEvent(new Event("change"));
+            }
+            """,
+            f"from={previous}-01",
+            previous,
+            this_month,
+        )
+        time.sleep(2.5)  # the late answers have come by now
+        assert _loaded(driver) == dict.fromkeys(PANELS, "ready")
+        assert _usd_values(driver, "#kpi-spend .usd") == [_usd(expected["total"])]
+        assert [row[0] for row in _cells(driver, "#departments tbody tr")] == [
+            r["department"] for r in departments["data"]
+        ]
+        # a past month: the budgets KPI does not show today's budgets as that month's
+        driver.execute_script(
+            "const box = document.getElementById('month'); box.value = arguments[0];"
+            "box.dispatchEvent(new Event('change'));",
+            previous,
+        )
+        _wait(
+            lambda: (
+                driver.find_element(By.CSS_SELECTOR, "#kpi-budgets .note").text
+                == "budgets stand for the current month"
+            ),
+            "the budgets KPI of a past month",
+        )
 
         screenshot = tmp_path / "dashboard.png"
         height = driver.execute_script("return document.documentElement.scrollHeight")

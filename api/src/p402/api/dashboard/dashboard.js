@@ -39,6 +39,7 @@ const AT_RISK = new Set(["warning", "projected_over", "exceeded"]);
 
 let apiKey = null;
 let requests = new Map();
+let refreshes = 0;  // the latest refresh: panels drawn for an earlier one are dropped
 
 // --- DOM helpers --------------------------------------------------------------------------
 
@@ -71,6 +72,14 @@ function estimate(text) {
 
 function money(text) {
   return el("span", { class: "usd", title: text === null ? "no cost" : `${text} USD`, dataset: { usd: text ?? "" } }, formatUsd(text));
+}
+
+/** A group's cost: "unpriced" when none of its events has a cost (never shown as $0). */
+function groupCost(row) {
+  if (row.events > 0 && row.unpriced_events === row.events) {
+    return el("span", { class: "muted", title: "none of these events has a cost: the price data does not know the model, or the usage is missing" }, "unpriced");
+  }
+  return money(row.cost_usd);
 }
 
 function badge(value) {
@@ -175,7 +184,14 @@ function organisationProjection(projections, budgets) {
   return projections?.total?.projected_usd != null ? projections.total : null;
 }
 
-async function kpisPanel() {
+/** Whether a budget's end-of-period projection passes its cap (whatever its status). */
+function projectedOver(budget) {
+  const projected = toPicos(budget.projected_usd);
+  const cap = toPicos(budget.cap_usd);
+  return projected !== null && cap !== null && projected > cap;
+}
+
+async function kpisPanel(body, generation) {
   const month = selectedMonth();
   const isCurrent = month === currentMonth();
   const [spend, budgets, projections] = await Promise.all([
@@ -183,6 +199,7 @@ async function kpisPanel() {
     optional(load("/v1/budgets")),
     optional(load("/v1/projections")),
   ]);
+  if (generation !== refreshes) return "stale";  // a later refresh draws the KPIs
   const total = spend.total;
   let unpriced = "all events priced";
   if (!total.events) unpriced = "no events yet";
@@ -208,17 +225,21 @@ async function kpisPanel() {
     }
   }
 
-  if (budgets === null) {
+  if (!isCurrent) {
+    setKpi("kpi-budgets", "—", "budgets stand for the current month");
+    document.getElementById("kpi-budgets").dataset.risk = "no";
+  } else if (budgets === null) {
     setKpi("kpi-budgets", "—", "not available on this server");
   } else {
     const all = budgets.data ?? [];
     const atRisk = all.filter((budget) => AT_RISK.has(budget.status));
     const count = (status) => atRisk.filter((budget) => budget.status === status).length;
+    const over = all.filter(projectedOver).length;
     setKpi(
       "kpi-budgets",
       all.length ? `${atRisk.length} of ${all.length}` : "—",
       all.length
-        ? `${count("exceeded")} exceeded · ${count("warning")} above 80 % · ${count("projected_over")} projected over`
+        ? `${count("exceeded")} exceeded · ${count("warning")} above 80 % · ${over} projected over the cap`
         : "no budgets set yet",
     );
     document.getElementById("kpi-budgets").dataset.risk = atRisk.length ? "yes" : "no";
@@ -291,7 +312,7 @@ async function departmentsPanel(body) {
     table(
       [
         { label: "Department", cell: (row) => ownerLabel(row.department, "(unattributed)") },
-        { label: "Spend", numeric: true, cell: (row) => money(row.cost_usd) },
+        { label: "Spend", numeric: true, cell: groupCost },
         { label: "Share", cell: (row) => el("span", { class: "share" }, shareBar(row.cost_usd, total), formatShare(row.cost_usd, total)) },
         { label: "Events", numeric: true, cell: (row) => formatCount(row.events) },
         { label: "Tokens in / out", numeric: true, cell: (row) => `${formatCount(row.input_tokens)} / ${formatCount(row.output_tokens)}` },
@@ -300,6 +321,7 @@ async function departmentsPanel(body) {
       (row) => ({ dataset: { department: row.department ?? "" } }),
     ),
     el("p", { class: "table-total" }, "Total ", money(total), ` · ${formatCount(answer.total.events)} events`),
+    answer.next_cursor ? el("p", { class: "table-total" }, `The ${rows.length} most costly departments are shown.`) : null,
   );
   return "ready";
 }
@@ -317,7 +339,7 @@ async function employeesPanel(body) {
       [
         { label: "#", numeric: true, cell: (row) => String(rows.indexOf(row) + 1) },
         { label: "Employee", cell: (row) => ownerLabel(row.employee, "(no employee)") },
-        { label: "Spend", numeric: true, cell: (row) => money(row.cost_usd) },
+        { label: "Spend", numeric: true, cell: groupCost },
         { label: "Share", numeric: true, cell: (row) => formatShare(row.cost_usd, total) },
         { label: "Events", numeric: true, cell: (row) => formatCount(row.events) },
       ],
@@ -351,13 +373,14 @@ async function modelsPanel(body) {
       [
         { label: "Model", cell: (row) => el("span", { class: "model" }, el("span", { class: `swatch mix-${rows.indexOf(row) % 8}` }), ownerLabel(row.model, "(unknown)")) },
         { label: "Provider", cell: (row) => ownerLabel(row.provider, "—") },
-        { label: "Spend", numeric: true, cell: (row) => money(row.cost_usd) },
+        { label: "Spend", numeric: true, cell: groupCost },
         { label: "Share", numeric: true, cell: (row) => formatShare(row.cost_usd, total) },
         { label: "Events", numeric: true, cell: (row) => formatCount(row.events) },
       ],
       rows,
       (row) => ({ dataset: { model: row.model ?? "" } }),
     ),
+    answer.next_cursor ? el("p", { class: "table-total" }, `The ${rows.length} most costly models are shown, of a total of `, money(total), ".") : null,
     ...rows
       .filter((row) => row.unpriced_events > 0)
       .map((row) =>
@@ -573,15 +596,16 @@ async function showSessionEvents(row, session, button) {
   }
 }
 
-/** The evidence and receipt cells of a session whose latest receipt is ``receiptId``. */
-function receiptCells(receiptId) {
+/** The evidence and receipt cells of a session whose latest receipt is ``receiptId``, in
+ * ``status`` (sealed, or anchored once its anchor is final). */
+function receiptCells(receiptId, status) {
   if (!receiptId) return [el("span", { class: "muted", title: "sealed once idle, or when closed" }, "not sealed yet"), null];
   const links = [
     receiptLink(receiptId, "", "application/json", "JSON"),
     " · ",
     receiptLink(receiptId, ".pdf", "application/pdf", "PDF"),
   ];
-  return [badge("sealed"), links];
+  return [badge(status ?? "sealed"), links];
 }
 
 /** Rows of the session log: ``rows`` (sessions, most costly first) ranked from ``first``,
@@ -590,7 +614,7 @@ function sessionRows(rows, first, total) {
   return rows.map((spend, index) => {
     const session = spend.session;
     const button = el("button", { type: "button", class: "link", "aria-expanded": "false", title: "show this session's events" }, session);
-    const [evidence, links] = receiptCells(spend.receipt_id);
+    const [evidence, links] = receiptCells(spend.receipt_id, spend.receipt_status);
     const dataset = { session };
     if (spend.receipt_id) dataset.receipt = spend.receipt_id;
     const row = el(
@@ -601,7 +625,7 @@ function sessionRows(rows, first, total) {
       el("td", { class: "num" }, formatCount(spend.events)),
       el("td", { class: "num" }, formatCount(spend.input_tokens)),
       el("td", { class: "num" }, formatCount(spend.output_tokens)),
-      el("td", { class: "num" }, money(spend.cost_usd)),
+      el("td", { class: "num" }, groupCost(spend)),
       el("td", { class: "num" }, formatShare(spend.cost_usd, total)),
       el("td", {}, evidence),
       el("td", { class: "links" }, links ?? el("span", { class: "muted" }, "—")),
@@ -624,6 +648,7 @@ async function sessionsPanel(body) {
   const headings = ["#", "Session", "Events", "Tokens in", "Tokens out", "Cost", "Share", "Evidence", "Receipt"];
   const numeric = new Set(["#", "Events", "Tokens in", "Tokens out", "Cost", "Share"]);
   const tbody = el("tbody", {}, sessionRows(rows, 0, total));
+  let shown = rows.length;  // (the table also holds the rows of expanded sessions' events)
   const more = el("p", { class: "table-total" });
   let cursor = answer.next_cursor;
   const showMore = () => {
@@ -636,7 +661,8 @@ async function sessionsPanel(body) {
         button.disabled = true;
         try {
           const page = await getJson(apiKey, "/v1/sessions", { ...question, cursor });
-          tbody.append(...sessionRows(page.data ?? [], tbody.rows.length, total));
+          tbody.append(...sessionRows(page.data ?? [], shown, total));
+          shown += (page.data ?? []).length;
           cursor = page.next_cursor;
           showMore();
         } catch (error) {
@@ -669,13 +695,20 @@ const PANELS = {
   sessions: sessionsPanel,
 };
 
-async function drawPanel(id, draw) {
+/** Draw a panel for refresh ``generation``: into a detached body, shown only if no later
+ * refresh began meanwhile (a slow answer for another month never replaces this one's). */
+async function drawPanel(id, draw, generation) {
   const section = document.getElementById(id);
   const body = section.querySelector(".body");
   section.dataset.state = "loading";
+  const draft = body ? el("div") : null;
   try {
-    section.dataset.state = await draw(body);
+    const state = await draw(draft, generation);
+    if (generation !== refreshes) return;
+    if (body) body.replaceChildren(...draft.childNodes);
+    section.dataset.state = state;
   } catch (error) {
+    if (generation !== refreshes) return;
     if (error instanceof ApiError && error.unauthorised) throw error;
     const missing = error instanceof ApiError && error.missing;
     const text = missing ? "Not available on this server." : `Could not load: ${error.message}`;
@@ -686,10 +719,12 @@ async function drawPanel(id, draw) {
 }
 
 async function refresh() {
+  const generation = ++refreshes;
   requests = new Map();
   const label = formatMonth(selectedMonth());
   for (const span of document.querySelectorAll(".period-label")) span.textContent = label;
-  const results = await Promise.allSettled(Object.entries(PANELS).map(([id, draw]) => drawPanel(id, draw)));
+  const results = await Promise.allSettled(Object.entries(PANELS).map(([id, draw]) => drawPanel(id, draw, generation)));
+  if (generation !== refreshes) return;
   const refused = results.find((result) => result.status === "rejected" && result.reason instanceof ApiError);
   if (refused) {
     const error = refused.reason;
