@@ -543,6 +543,13 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
         )
         assert len(events) == top["events"] == receipt["receipt"]["events"]["count"]
 
+        screenshot = tmp_path / "dashboard.png"
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1440, height + 40)
+        driver.execute_script("window.scrollTo(0, 0)")
+        assert driver.save_screenshot(str(screenshot))
+        print(f"dashboard screenshot: {screenshot}")
+
         # Months changed quickly: the answers for the month left behind come late (1.5 s),
         # and never replace those of the month shown.
         this_month = _this_month()["from"][:7]
@@ -584,13 +591,6 @@ def test_every_panel_shows_the_tenants_figures_in_a_real_browser(tmp_path, sqlit
             ),
             "the budgets KPI of a past month",
         )
-
-        screenshot = tmp_path / "dashboard.png"
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1440, height + 40)
-        driver.execute_script("window.scrollTo(0, 0)")
-        assert driver.save_screenshot(str(screenshot))
-        print(f"dashboard screenshot: {screenshot}")
 
         assert _console_problems(driver) == []
         api.http.close()
