@@ -25,31 +25,39 @@ print("done")
 """
 
 
+def _run_instrumented(app: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``opentelemetry-instrument python app`` with ``settings`` and no OTel exporter."""
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        **settings,
+    }
+    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
+    return subprocess.run(
+        [str(instrument), sys.executable, str(app)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def test_an_unmodified_app_under_opentelemetry_instrument_is_metered(engine, standin, tmp_path):
     _, ingest_key = create_key(engine, tenant="acme", role=Role.INGEST)
     _, read_key = create_key(engine, tenant="acme", role=Role.READ)
     app = tmp_path / "app.py"
     app.write_text(APP.format(base_url=standin.url("/v1")))
     with BackgroundServer(create_app(engine)) as server:
-        env = {
-            **os.environ,
-            "P402_ENDPOINT": server.url,
-            "P402_API_KEY": ingest_key,
-            "P402_PROVIDERS": f"openai={standin.url('/v1')}",
-            "P402_OWNER_DEPARTMENT": "engineering",
-            "P402_SPOOL_DIR": str(tmp_path / "spool"),
-            "OTEL_TRACES_EXPORTER": "none",
-            "OTEL_METRICS_EXPORTER": "none",
-            "OTEL_LOGS_EXPORTER": "none",
-        }
-        instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-        result = subprocess.run(
-            [str(instrument), sys.executable, str(app)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
+        result = _run_instrumented(
+            app,
+            P402_ENDPOINT=server.url,
+            P402_API_KEY=ingest_key,
+            P402_PROVIDERS=f"openai={standin.url('/v1')}",
+            P402_OWNER_DEPARTMENT="engineering",
+            P402_SPOOL_DIR=str(tmp_path / "spool"),
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "done"
@@ -76,22 +84,8 @@ print("p402 instrumented:", P402Instrumentor().is_instrumented_by_opentelemetry)
 def test_a_setting_p402_cannot_use_leaves_the_app_and_other_instrumentations_running(tmp_path):
     app = tmp_path / "app.py"
     app.write_text(OTHER_INSTRUMENTATION_APP)
-    env = {
-        **os.environ,
-        "P402_ENDPOINT": "ftp://p402.internal",
-        "P402_SPOOL_DIR": str(tmp_path / "spool"),
-        "OTEL_TRACES_EXPORTER": "none",
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_LOGS_EXPORTER": "none",
-    }
-    instrument = Path(sys.executable).parent / "opentelemetry-instrument"
-    result = subprocess.run(
-        [str(instrument), sys.executable, str(app)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
+    result = _run_instrumented(
+        app, P402_ENDPOINT="ftp://p402.internal", P402_SPOOL_DIR=str(tmp_path / "spool")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["httpx instrumented: True", "p402 instrumented: False"]
