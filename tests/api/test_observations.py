@@ -178,6 +178,32 @@ def test_session_outcomes_count_for_a_tier_only_when_the_session_used_one(engine
     assert tiers["premium"]["outcomes"] == 0
 
 
+def test_outcomes_sent_with_the_events_count_unscored_unless_one_was_reported(engine, api, keys):
+    tenant_id = create_key(engine, tenant="acme", role=Role.READ)[0].tenant_id
+    outcomes = ["accepted", "accepted", "rejected", "accepted"]
+    for index, outcome in enumerate(outcomes):  # stored as POST /v1/events stores them
+        _calls(
+            engine,
+            tenant_id,
+            f"sent-{index}",
+            ECONOMY,
+            1,
+            MICRO,
+            task_type="triage",
+            outcome=outcome,
+        )
+    # A report replaces what the event arrived with (rejected): it counts once, scored.
+    _report(api, keys["ingest"], _scored(["sent-2-0"], [0.5], accepted=1))  # accepted
+    # An event whose session has a reported outcome: that outcome counts, per session.
+    _calls(engine, tenant_id, "in-s", ECONOMY, 2, MICRO, session="s-done", task_type="triage")
+    _report(api, keys["ingest"], [{"session": "s-done", "outcome": "rejected"}])
+    _observe(engine)
+    (economy,) = _observations(api, keys["read"])["triage"]["tiers"]
+    # 4 events' outcomes (all accepted now) and the session's (rejected)
+    assert (economy["events"], economy["outcomes"], economy["accepted"]) == (6, 5, 4)
+    assert (economy["scored_outcomes"], economy["mean_quality"]) == (1, 0.5)
+
+
 def test_observations_are_per_tenant_and_need_a_read_key(engine, api, keys):
     tenant_id = create_key(engine, tenant="acme", role=Role.READ)[0].tenant_id
     _calls(engine, tenant_id, "cheap", ECONOMY, 2, MICRO, task_type="contracts")

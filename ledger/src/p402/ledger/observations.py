@@ -5,8 +5,9 @@ For each task type and tier (``economy``, ``standard``, ``premium`` from
 :mod:`p402.instrumentation.tiers` with the tenant's overrides, ``unclassified`` for models
 neither knows)
 the scheduler records the events, their cost and mean cost per priced call, the outcomes
-reported for them (``POST /v1/outcomes``), the acceptance rate (``accepted`` among them) and
-the mean quality score of the scored ones.
+reported for them (``POST /v1/outcomes``, or with the event itself in ``POST /v1/events``:
+unscored, and only when no outcome was reported for the event or its session), the acceptance
+rate (``accepted`` among them) and the mean quality score of the scored ones.
 
 An event's task type is its own, else that of its outcome, else that of its session's
 outcome. An event outcome counts for its event's tier; a session outcome counts for the tier
@@ -115,6 +116,10 @@ def _measure(
             of_session.c.session == _EVENTS.c.session,
         ),
     )
+    # An event's outcome: the one reported for it, else the one it arrived with, unless its
+    # session's reported outcome (counted per session, below) is what set it.
+    carried = and_(own.c.id.is_(None), of_session.c.id.is_(None))
+    outcome = func.coalesce(own.c.outcome, case((carried, _EVENTS.c.outcome)))
     rows = connection.execute(
         select(
             task_type.label("task_type"),
@@ -122,9 +127,9 @@ def _measure(
             func.count().label("events"),
             func.count(_EVENTS.c.cost_picos).label("priced"),
             func.coalesce(func.sum(_EVENTS.c.cost_picos), 0).label("cost"),
-            func.count(own.c.id).label("outcomes"),
+            func.count(outcome).label("outcomes"),
             func.coalesce(
-                func.sum(case((own.c.outcome == OutcomeValue.ACCEPTED.value, 1), else_=0)), 0
+                func.sum(case((outcome == OutcomeValue.ACCEPTED.value, 1), else_=0)), 0
             ).label("accepted"),
             func.count(own.c.quality_score).label("scored"),
             func.coalesce(func.sum(own.c.quality_score), 0).label("quality"),
