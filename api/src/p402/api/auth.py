@@ -48,9 +48,9 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def needed_role(request: Request[Any, Any, Any]) -> Role | None:
-    """The role the request's route needs (``opt={"role": ...}``), if any."""
-    needed = request.route_handler.opt.get("role")
+def needed_role(handler: BaseRouteHandler) -> Role | None:
+    """The role a route needs (``opt={"role": ...}`` on its handler), if any."""
+    needed = handler.opt.get("role")
     return None if needed is None else Role(needed)
 
 
@@ -88,12 +88,11 @@ async def authenticate(
     parameters and body are read."""
     if _IDENTITY not in handler.parsed_fn_signature.parameters:
         return
-    role = handler.opt.get("role")
     identity = await anyio.to_thread.run_sync(
         caller,
         connection.app.state.engine,
         presented_key(connection.headers),
-        None if role is None else Role(role),
+        needed_role(handler),
     )
     connection.state[_IDENTITY] = identity
 

@@ -27,6 +27,8 @@ from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
+from p402.api.conditional import holds_version
+
 __all__ = [
     "ASSETS_PATH",
     "CONTENT_SECURITY_POLICY",
@@ -124,7 +126,7 @@ def dashboard_assets(
         ),
         "X-Content-Type-Options": "nosniff",
     }
-    if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+    if holds_version(request.headers, etag):
         return Response(b"", status_code=304, headers=headers)
     media_type = _MEDIA_TYPES[Path(name).suffix]
     return Response(content, media_type=media_type, headers=headers)

@@ -17,6 +17,7 @@ from litestar.types import HTTPResponseStartEvent, HTTPScope, Receive, Send
 from sqlalchemy import Engine
 
 from p402.api.auth import invalid_key, presented_key, remembered_caller
+from p402.api.conditional import holds_version
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError, error_answer
 from p402.api.openapi_bodies import AUTHORIZATION, POLICIES
@@ -179,8 +180,7 @@ def get_policy_snapshot(
         )
     etag = f'"{snapshot.version}"'
     headers = {"etag": etag, "cache-control": "no-cache"}
-    presented = request.headers.get("if-none-match", "")
-    if etag in (tag.strip() for tag in presented.split(",")):
+    if holds_version(request.headers, etag):
         return Response(content=b"", status_code=304, headers=headers)
     return Response(content=snapshot.body, headers=headers)
 
