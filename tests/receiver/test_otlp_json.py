@@ -160,6 +160,11 @@ def test_sdk_spans_decode_exactly_as_protobuf_does():
     assert type(child.attributes["whole_double"]) is float
     assert type(child.attributes["big"]) is int
     assert type(child.attributes["streamed"]) is bool
+    # each value keeps its kind through protobuf too: zeros, False and "" included
+    protobuf = _expected(request)[0].attributes
+    assert {key: type(value) for key, value in protobuf.items()} == {
+        key: type(value) for key, value in ATTRIBUTES.items()
+    }
     assert child.resource["service.name"] == "test"
     assert len(child.trace_id) == 32 and len(child.span_id) == 16
 

@@ -90,9 +90,10 @@ def _attributes(key_values: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for item in key_values:
         value = item.value
-        # most attributes are strings: a non-empty one is read without asking for the kind
-        text = value.string_value
-        result[item.key] = text if text else _value(value)
+        # Most attributes are strings or integers: a non-empty string or a non-zero integer
+        # is the value that is set (they are members of one oneof), read without asking for
+        # the kind. An empty string, a zero and every other kind are asked for.
+        result[item.key] = value.string_value or value.int_value or _value(value)
     return result
 
 
