@@ -34,6 +34,15 @@ another tenant of the same ledger: ``parse_protobuf``, ``list(spans(...))`` (the
 ``ingest_traces`` minus the sum of the stage medians: the tenant's privacy lookup, the call's
 own overhead, and noise (it can be negative). ``share`` is of the median ``ingest_traces``.
 
+The floor, below the breakdown (not a stage of ``ingest_traces``): the same converted rows,
+for a tenant of their own, written into ``economic_event`` alone and committed in the cheapest
+way each driver has (SQLite ``executemany``, PostgreSQL ``COPY``), with no conversion, rollups,
+owners or duplicate checks: what storing the events costs in this schema, with its indexes.
+The bounds at the end add it to the decode-only median: the best rate and ratio any ingest of
+these payloads into this schema could reach if everything else were free. A bound below a
+target means the target is out of reach on that backend without changing the schema or the
+database.
+
 Decode-only, ``ingest_traces`` per backend and the stages run interleaved, request by request,
 in an order that rotates, so that other load on the machine hits them alike. Each backend gets
 a fresh ledger; each tenant sees every event id once, so every span is inserted (checked:
@@ -68,14 +77,16 @@ import cProfile
 import gc
 import importlib.metadata
 import io
+import operator
 import pstats
 import random
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any, Final
 
@@ -90,7 +101,7 @@ from sqlalchemy import Engine, text
 from p402.instrumentation.ids import new_event_id
 from p402.instrumentation.pricing import price_version
 from p402.instrumentation.vocabulary import PrivacyMode
-from p402.ledger.events import insert_events
+from p402.ledger.events import EventRecord, insert_events
 from p402.ledger.keys import Role, create_key
 from p402.receiver import otlp
 from p402.receiver.conversion import convert_spans
@@ -270,6 +281,37 @@ class Breakdown:
     walk: Samples = field(default_factory=Samples)
     convert: Samples = field(default_factory=Samples)
     insert: dict[str, Samples] = field(default_factory=dict)
+    floor: dict[str, Samples] = field(default_factory=dict)
+
+
+_ROW_COLUMNS: Final = (*(f.name for f in fields(EventRecord)), "tenant_id", "received_ms", "batch")
+_row_values = operator.attrgetter(*(f.name for f in fields(EventRecord)))
+
+
+def floor_rows(records: Sequence[EventRecord], tenant_id: int) -> list[tuple[Any, ...]]:
+    """The rows of ``records`` as ``economic_event`` stores them (not timed)."""
+    tail = (tenant_id, int(time.time() * 1000), uuid.uuid4().hex)
+    return [_row_values(record) + tail for record in records]
+
+
+def write_floor(engine: Engine, rows: Sequence[tuple[Any, ...]]) -> None:
+    """The floor: ready rows written into ``economic_event`` alone and committed, in the
+    cheapest way each driver has (SQLite ``executemany``, PostgreSQL ``COPY``): what storing
+    the events costs in this schema, with its indexes, before any conversion, rollup or
+    owner registration."""
+    columns = ", ".join(_ROW_COLUMNS)
+    with engine.begin() as connection:
+        driver: Any = connection.connection.driver_connection
+        if engine.dialect.name == "sqlite":
+            marks = ", ".join("?" * len(_ROW_COLUMNS))
+            driver.executemany(f"INSERT INTO economic_event ({columns}) VALUES ({marks})", rows)
+        else:
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY economic_event ({columns}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
 
 
 def staged(
@@ -277,8 +319,10 @@ def staged(
 ) -> Callable[[bytes], None]:
     """The stages of ingest_traces timed one by one on a payload, for another tenant."""
     tenants = {backend.name: backend.tenant(purpose) for backend in backends}
+    floor_tenants = {backend.name: backend.tenant(purpose + "-floor") for backend in backends}
     for backend in backends:
         breakdown.insert.setdefault(backend.name, Samples())
+        breakdown.floor.setdefault(backend.name, Samples())
     rounds = 0
 
     def run(payload: bytes) -> None:
@@ -298,6 +342,9 @@ def staged(
                 inserted = insert_events(backend.engine, tenants[backend.name], conversion.records)
             if inserted != spans:
                 raise RuntimeError(f"{backend.name}: insert_events inserted {inserted}/{spans}")
+            rows = floor_rows(conversion.records, floor_tenants[backend.name])
+            with breakdown.floor[backend.name].timed():
+                write_floor(backend.engine, rows)
 
     return run
 
@@ -405,6 +452,8 @@ def report(
     if breakdown is not None:
         report_breakdown(samples, breakdown, backends, spans)
     report_targets(rates, decode_rate, backends)
+    if breakdown is not None:
+        report_bounds(samples, breakdown, backends, spans)
 
 
 def report_breakdown(
@@ -445,6 +494,15 @@ def report_breakdown(
     print(f"  {'rest (tenant lookup, overhead)':<34}{cells}")
     cells = "".join(cell(totals[b.name], cpu_ms(samples[b.name]), totals[b.name]) for b in backends)
     print(f"  {'= ingest_traces':<34}{cells}")
+    floors = {b.name: breakdown.floor[b.name] for b in backends}
+    cells = "".join(
+        cell(floors[b.name].median_ms(), cpu_ms(floors[b.name]), totals[b.name]) for b in backends
+    )
+    print(f"  {'floor: the rows alone (not a stage)':<34}{cells}")
+    print(
+        "  (floor: the same rows written into economic_event alone and committed, the cheapest\n"
+        "   way the driver has, for a tenant of their own: what storing them costs in this schema)"
+    )
 
 
 def report_targets(
@@ -466,6 +524,27 @@ def report_targets(
         print(
             f"  {backend.name + ':':<12} ingest / decode-only {ratio:>6.2f} ({cpu_ratio:.2f})"
             f"{'':>14}target >= {TARGET_RATIO:.1f}      {_verdict(ratio >= TARGET_RATIO)}"
+        )
+
+
+def report_bounds(
+    samples: dict[str, Samples], breakdown: Breakdown, backends: Sequence[Backend], spans: int
+) -> None:
+    """The best an ingest could do if converting, pricing, rollups and owners cost nothing:
+    the decode-only median plus the floor's."""
+    decode = samples[DECODE]
+    decode_wall = statistics.median(decode.wall)
+    decode_cpu = statistics.median(decode.cpu)
+    print()
+    print("bounds: decode-only + floor, i.e. everything else free (CPU-time figure in brackets)")
+    for backend in backends:
+        floor = breakdown.floor[backend.name]
+        wall = decode_wall + statistics.median(floor.wall)
+        cpu = decode_cpu + statistics.median(floor.cpu)
+        print(
+            f"  {backend.name + ':':<12} at most {spans / (wall / 1e9):>9,.0f} events/s "
+            f"({spans / (cpu / 1e9):,.0f}), at most {decode_wall / wall:.2f} x decode-only "
+            f"({decode_cpu / cpu:.2f})"
         )
 
 
