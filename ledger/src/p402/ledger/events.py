@@ -39,6 +39,7 @@ from p402.instrumentation.money import from_picos, usd_str
 from p402.instrumentation.vocabulary import EVENT_FILTERS, OWNER_DIMENSIONS, EvidenceStatus
 from p402.ledger import holds, owners, rollups
 from p402.ledger.clock import now_ms, to_iso
+from p402.ledger.locks import Locked, lock_tenant
 from p402.ledger.models import EconomicEvent, SpendRollup
 from p402.ledger.paging import InvalidCursor, Page, decode_cursor, encode_cursor
 from p402.ledger.rollups import HOUR_MS
@@ -133,7 +134,9 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
     Events already in the ledger (same ``event_id`` for the tenant) are left untouched. A call
     reported both by P402 and by another instrumentation (same ``response_key``) is one
     event: P402's report, which carries owners and evidence, replaces or pre-empts the other
-    one; reports of other instrumentations are one event among themselves.
+    one; reports of other instrumentations are one event among themselves. So it stays when
+    the reports arrive at once, on one server or several: a batch looks for the other side's
+    reports under the tenant's response-keys lock (:mod:`p402.ledger.locks`).
     """
     if not records:
         return 0
@@ -142,6 +145,11 @@ def insert_events(engine: Engine, tenant_id: int, records: Sequence[EventRecord]
     foreign_keys = {r.response_key for r in records if r.source != "p402" and r.response_key}
     batch = uuid.uuid4().hex
     with engine.begin() as connection:
+        if own_keys or foreign_keys:
+            # Neither side may look for the other's report of a call while it is being
+            # written. P402's reports of different calls never meet (their event ids keep
+            # them apart): their batches share the lock; one with other reports takes it alone.
+            lock_tenant(connection, Locked.RESPONSE_KEYS, tenant_id, shared=not foreign_keys)
         if own_keys:
             replaced = _with_response_keys(connection, "foreign seq", tenant_id, own_keys)
             if replaced:

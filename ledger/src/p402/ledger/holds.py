@@ -92,6 +92,7 @@ from p402.ledger.budgets import HOLDS, CoveringBudgets, covering_budgets
 from p402.ledger.costing import ledger_cost
 from p402.ledger.database import reservation_engine
 from p402.ledger.keys import KEY_IS_LIVE
+from p402.ledger.locks import Locked
 from p402.ledger.policies import POLICY_OF, TIER_OVERRIDES_OF, tier_policy, tiers_of_rows
 from p402.ledger.price_overrides import PRICE_OVERRIDES_OF, RateOverride, rate_override
 
@@ -115,7 +116,6 @@ MAX_HOLD_PICOS: Final = 10**18
 """The largest hold, 1,000,000 USD: a call whose bound is larger is blocked (the ledger's
 integer picodollars keep sums of holds exact, far from their 64-bit limit)."""
 
-_LOCK_CLASS: Final = 0x42554447  # PostgreSQL advisory lock class of budget holds: "BUDG"
 _HELD_OWNERS: Final = ("department", "project", "employee", "session")
 _RELEASE: Final = text(
     "DELETE FROM budget_hold WHERE tenant_id = :tenant AND event_id IN "
@@ -252,7 +252,7 @@ class _Transaction:
         self._pipelined = dialect.name == "postgresql"
         self._before_first_read: list[tuple[ClauseElement, dict[str, int]]] = []
         if self._pipelined:
-            lock = {"lock_class": _LOCK_CLASS, "tenant": tenant_id}
+            lock = {"lock_class": int(Locked.BUDGET_HOLDS), "tenant": tenant_id}
             self._before_first_read.append((_LOCK, lock))
         else:
             _begin_immediate(driver, wait)

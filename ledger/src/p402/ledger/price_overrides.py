@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, insert
 from p402.instrumentation.money import parse_usd, usd_str
 from p402.instrumentation.pricing import NegotiatedRates
 from p402.ledger.clock import from_iso, to_iso
+from p402.ledger.locks import Locked, lock_tenant
 from p402.ledger.models import PriceOverride
 
 __all__ = [
@@ -268,7 +269,9 @@ def replace_price_overrides(
 ) -> None:
     """Make ``specs`` the tenant's negotiated rates. An override identical to one already
     stored keeps its id (events priced with it name it in their price version); overrides
-    left out are deleted (the events priced with them keep their figures and version)."""
+    left out are deleted (the events priced with them keep their figures and version).
+    Replacements of one tenant's list take turns: the last one is the list."""
+    lock_tenant(connection, Locked.SETTINGS, tenant_id)
     stored = connection.execute(
         select(_OVERRIDES).where(_OVERRIDES.c.tenant_id == tenant_id)
     ).mappings()

@@ -110,7 +110,13 @@ def _apply(
     params: dict[str, Any],
     expanding: tuple[str, ...] = (),
 ) -> None:
-    rows = f"(SELECT * FROM economic_event WHERE tenant_id = :rollup_tenant AND ({where})) AS e"
+    # PostgreSQL: the rows locked as they are read. A transaction that changes or deletes
+    # them after this (and commits) is waited for, and its rows then read as they became,
+    # so that two transactions never both take out or add the same row.
+    lock = " FOR UPDATE" if connection.dialect.name == "postgresql" else ""
+    rows = (
+        f"(SELECT * FROM economic_event WHERE tenant_id = :rollup_tenant AND ({where}){lock}) AS e"
+    )
     for fold_statement in folds(rows, sign):
         statement = text(fold_statement)
         if expanding:
