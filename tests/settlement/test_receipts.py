@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import delete, select, text, update
@@ -250,6 +251,28 @@ def test_concurrent_sealers_seal_each_event_once(engine, acme):
     [row] = _receipt_rows(engine, acme.id)
     assert row["events"] == 20
     assert {receipt for receipt, _ in _events(engine, acme.id).values()} == {row["id"]}
+
+
+def test_sessions_closed_at_once_are_each_sealed_and_closed_on_one_chain(engine, acme):
+    sessions = [f"s{n}" for n in range(24)]
+    for n, session in enumerate(sessions):
+        acme.ingest(
+            engine, *(event(f"{session}-e{i}", BASE_MS + i, session=session) for i in range(3))
+        )
+    with ThreadPoolExecutor(max_workers=8) as pool:  # every close races the others' chain
+        closed = list(pool.map(lambda session: close_session(engine, acme.id, session), sessions))
+    rows = _receipt_rows(engine, acme.id)
+    assert sorted(closed) == sorted(row["id"] for row in rows)
+    assert sorted(row["seq"] for row in rows) == list(range(1, len(sessions) + 1))
+    with engine.connect() as connection:
+        states = connection.execute(
+            select(SESSIONS.c.name, SESSIONS.c.receipt_id, SESSIONS.c.closed_ms).where(
+                SESSIONS.c.tenant_id == acme.id
+            )
+        ).all()
+    assert {name for name, receipt, closed_ms in states if receipt and closed_ms} == set(sessions)
+    for row in rows:
+        assert json.loads(row["body"])["sealed_by"] == "close"
 
 
 def test_the_ledger_refuses_to_update_a_sealed_receipt(engine, acme):

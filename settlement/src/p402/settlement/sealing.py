@@ -12,8 +12,11 @@ sealed by the same rules: once the session is idle again, or closed again.
 
 Each sealing is one transaction: the receipt, one leaf per event, the events marked
 ``sealed`` with their ``receipt_id``, and the session's latest receipt. Concurrent sealers
-(the idle job and a close request, or several servers) cannot seal an event twice or fork
-the tenant's hash chain: the event update only takes events still without a receipt and the
+(the idle job and close requests, on one server or several) take turns per tenant, holding
+the tenant's chain lock (:func:`p402.ledger.locks.lock_tenant`) from before they read its
+pending events and chain head to their commit; a sealer that waited finds the events sealed
+by the one before it. Should two ever overlap all the same, they still cannot seal an event
+twice or fork the chain: the event update only takes events still without a receipt and the
 chain number is unique per tenant; the loser rolls back and tries again.
 """
 
@@ -33,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from p402.instrumentation.vocabulary import EvidenceStatus
 from p402.ledger.clock import now_ms as clock_now_ms
 from p402.ledger.events import EVENTS
+from p402.ledger.locks import Locked, lock_tenant
 from p402.ledger.models import Session, Tenant
 from p402.ledger.rollups import DAY_MS
 from p402.settlement import merkle
@@ -206,6 +210,7 @@ def _seal(engine: Engine, group: _Group, *, sealed_by: SealedBy, now_ms: int) ->
     for attempt in range(_ATTEMPTS):
         try:
             with engine.begin() as connection:
+                lock_tenant(connection, Locked.RECEIPT_CHAIN, group.tenant_id)
                 return _seal_group(connection, group, sealed_by=sealed_by, now_ms=now_ms)
         except (_Conflict, IntegrityError):
             if attempt == _ATTEMPTS - 1:
