@@ -1,5 +1,6 @@
 """Writers that meet: reports of one call arriving at once, one report delivered twice at
-once, and a tenant's lists replaced at once. The ledger stays as one writer would leave it."""
+once, and a tenant's lists (negotiated rates, webhooks, import mapping) replaced at once.
+The ledger stays as one writer would leave it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import Engine, text
 
 from p402.ledger.events import EventFilter, EventRecord, insert_events, spend
+from p402.ledger.imports import MappingRule, replace_mapping
 from p402.ledger.keys import Role, create_key
 from p402.ledger.price_overrides import PriceOverrideSpec, replace_price_overrides
 from p402.ledger.webhooks import WebhookSpec, set_webhooks
@@ -148,8 +150,13 @@ def test_lists_replaced_at_once_are_the_last_replacement_not_a_mix(engine):
 
         return replace
 
+    def mapping(n: int) -> Callable[[], None]:
+        rule = MappingRule("openai", "project_id", f"proj_{n}", department="legal")
+        return lambda: replace_mapping(engine, tenant_id, [rule])
+
     _at_once(*(overrides(n % 4) for n in range(12)))
     _at_once(*(webhooks(n % 4) for n in range(12)))
+    _at_once(*(mapping(n % 4) for n in range(12)))
     with engine.connect() as connection:
         kept_overrides = connection.execute(
             text("SELECT count(*) FROM price_override WHERE tenant_id = :t"), {"t": tenant_id}
@@ -158,4 +165,7 @@ def test_lists_replaced_at_once_are_the_last_replacement_not_a_mix(engine):
             text("SELECT count(*) FROM webhook WHERE tenant_id = :t AND removed_ms IS NULL"),
             {"t": tenant_id},
         ).scalar_one()
-    assert (kept_overrides, kept_webhooks) == (1, 1)
+        kept_rules = connection.execute(
+            text("SELECT count(*) FROM import_mapping WHERE tenant_id = :t"), {"t": tenant_id}
+        ).scalar_one()
+    assert (kept_overrides, kept_webhooks, kept_rules) == (1, 1, 1)

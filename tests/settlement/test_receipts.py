@@ -255,7 +255,7 @@ def test_concurrent_sealers_seal_each_event_once(engine, acme):
 
 def test_sessions_closed_at_once_are_each_sealed_and_closed_on_one_chain(engine, acme):
     sessions = [f"s{n}" for n in range(24)]
-    for n, session in enumerate(sessions):
+    for session in sessions:
         acme.ingest(
             engine, *(event(f"{session}-e{i}", BASE_MS + i, session=session) for i in range(3))
         )

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, RowMapping, bindparam, delete, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from p402.ledger.clock import now_ms
+from p402.ledger.locks import Locked, lock_tenant
 from p402.ledger.models import IMPORT_SOURCE_FIELDS, ImportedUsage, ImportMapping
 from p402.ledger.provider_reports import PROVIDERS, ReportedResult
 
@@ -140,7 +141,8 @@ def mapping_rules(connection: Connection, tenant_id: int) -> list[MappingRule]:
 def replace_mapping(engine: Engine, tenant_id: int, rules: Sequence[MappingRule]) -> int:
     """Make ``rules`` the tenant's whole import mapping and re-attribute its imported rows.
 
-    Returns how many imported rows changed owners.
+    Returns how many imported rows changed owners. Replacements of one tenant's mapping take
+    turns: the last one is the mapping.
     """
     for rule in rules:
         rule.check()
@@ -148,6 +150,7 @@ def replace_mapping(engine: Engine, tenant_id: int, rules: Sequence[MappingRule]
     if len(seen) != len(rules):
         raise InvalidMapping("the same provider, field and value appear more than once")
     with engine.begin() as connection:
+        lock_tenant(connection, Locked.SETTINGS, tenant_id)
         connection.execute(delete(MAPPINGS).where(MAPPINGS.c.tenant_id == tenant_id))
         if rules:
             connection.execute(
