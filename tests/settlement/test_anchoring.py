@@ -23,6 +23,7 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from p402.api.cli import main
 from p402.settlement import merkle
 from p402.settlement.anchoring import Anchorer, BatchState, form_batches, settle
+from p402.settlement.canonical import canonical_bytes
 from p402.settlement.chain import (
     ANCHOR_PREFIX,
     AnchorChain,
@@ -227,6 +228,76 @@ def test_tampered_bundles_each_fail_at_their_own_check(
         unanswerable = _verify_cli(tmp_path, genuine, nowhere)
         assert unanswerable.exit_code == 2
         assert "--rpc-url" in unanswerable.output and "names no node" in unanswerable.output
+
+
+def _anchored_by(chain: AnchorChain, bundle: dict, tx_hash: str) -> dict:
+    """``bundle`` with the anchor ``tx_hash`` names (block and sender read off the chain)."""
+    mined = chain.w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=10)
+    sent = chain.w3.eth.get_transaction(HexBytes(tx_hash))
+    return {
+        **bundle,
+        "anchor": {
+            **bundle["anchor"],
+            "tx_hash": tx_hash,
+            "block_number": mined["blockNumber"],
+            "block_hash": "0x" + bytes(mined["blockHash"]).hex(),
+            "submitter": sent["from"],
+        },
+    }
+
+
+def test_a_receipt_anchored_by_another_key_fails_once_the_issuer_is_pinned(
+    engine, acme, chain_env, tmp_path
+):
+    [receipt_id] = _seal_receipts(engine, acme, sessions=1)
+    chain = chain_from_environment(chain_env)
+    settle(engine, chain)
+    genuine = _bundle(engine, acme.id, receipt_id)
+    rpc_url = chain_env["P402_CHAIN_RPC_URL"]
+
+    # A receipt made up, alone in its tree, anchored by a key of the forger's naming itself.
+    made_up = copy.deepcopy(genuine)
+    made_up["receipt"]["cost_usd"] = "0"
+    receipt_hash = hashlib.sha256(canonical_bytes(made_up["receipt"])).digest()
+    root = merkle.tree_hash([receipt_hash])
+    made_up.update(
+        receipt_hash=receipt_hash.hex(), leaf_index=0, tree_size=1, audit_path=[], root=root.hex()
+    )
+    forger = chain_from_environment({**chain_env, "P402_CHAIN_PRIVATE_KEY": OTHER_KEY})
+    anchor = forger.sign_anchor(root)
+    assert forger.broadcast(anchor.raw_tx) is Broadcast.SENT
+    forged = _anchored_by(forger, made_up, anchor.tx_hash)
+
+    unpinned = _verify_cli(tmp_path, forged, rpc_url)
+    assert unpinned.exit_code == 0, unpinned.output  # the bundle's word is all it has
+    assert "not pinned" in unpinned.output
+    pinned = _verify_cli(tmp_path, forged, rpc_url, "--submitter", DEV_ADDRESS_0)
+    assert pinned.exit_code == 1, pinned.output
+    assert f"not by the pinned submitter {DEV_ADDRESS_0}" in pinned.output
+    with pytest.raises(VerificationFailed) as failure:
+        verify_bundle(forged, chain.w3, submitter=DEV_ADDRESS_0)
+    assert failure.value.check.name == "submitter"
+
+    # The issuer's own key, but not an anchor: the root sent to another address.
+    elsewhere = chain.w3.eth.send_transaction(
+        {
+            "from": DEV_ADDRESS_0,
+            "to": Account.from_key(OTHER_KEY).address,
+            "value": 0,
+            "data": ANCHOR_PREFIX + root,
+        }
+    )
+    misdirected = _anchored_by(chain, made_up, "0x" + bytes(elsewhere).hex())
+    result = _verify_cli(tmp_path, misdirected, rpc_url, "--submitter", DEV_ADDRESS_0)
+    assert result.exit_code == 1, result.output
+    assert "FAIL  submitter" in result.output and "an anchor is sent to its sender" in result.output
+
+    trusted = _verify_cli(tmp_path, genuine, rpc_url, "--submitter", DEV_ADDRESS_0.lower())
+    assert trusted.exit_code == 0, trusted.output
+    assert "the pinned submitter" in trusted.output
+    not_an_address = _verify_cli(tmp_path, genuine, rpc_url, "--submitter", "0x1234")
+    assert not_an_address.exit_code == 2
+    assert "is not an address" in not_an_address.output
 
 
 class _CrashAfterSending(AnchorChain):

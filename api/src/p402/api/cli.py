@@ -131,6 +131,14 @@ def demo(once: bool, port: int) -> None:
     sys.exit(run_demo(once=once, port=port))
 
 
+def _address(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    from web3 import Web3
+
+    if value is not None and not Web3.is_address(value):
+        raise click.BadParameter(f"{value!r} is not an address (0x and 40 hex digits)")
+    return value
+
+
 @main.command()
 @click.argument("bundle", type=click.File("rb"))
 @click.option(
@@ -151,7 +159,20 @@ def demo(once: bool, port: int) -> None:
     is_flag=True,
     help="Also require the node's 'finalized' block to cover the anchor's block.",
 )
-def verify(bundle: BinaryIO, rpc_url: str, confirmations: int, require_finalized: bool) -> None:
+@click.option(
+    "--submitter",
+    metavar="ADDRESS",
+    callback=_address,
+    help="The address the receipts' issuer anchors from: the anchor must come from it "
+    "(without it, the submitter the bundle names is taken at its word).",
+)
+def verify(
+    bundle: BinaryIO,
+    rpc_url: str,
+    confirmations: int,
+    require_finalized: bool,
+    submitter: str | None,
+) -> None:
     """Verify a receipt's proof bundle (GET /v1/receipts/{id}/proof; '-' reads standard input)
     against the chain alone: receipt hash, Merkle audit path, anchor transaction, submitter,
     root on chain, block and finality. Exits 1 naming the failed check (2: not a bundle,
@@ -173,6 +194,7 @@ def verify(bundle: BinaryIO, rpc_url: str, confirmations: int, require_finalized
             rpc_url,
             confirmations=confirmations,
             require_finalized_tag=require_finalized,
+            submitter=submitter,
             out=click.echo,
             err=_say,
         )

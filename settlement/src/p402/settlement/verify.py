@@ -4,11 +4,16 @@ Needs only the bundle (:mod:`p402.settlement.proofs`) and a JSON-RPC URL: no led
 P402 server. The checks, in order, each stopping the verification when it fails:
 
 1. ``receipt_hash``: SHA-256 of the receipt's RFC 8785 bytes equals ``receipt_hash``.
-2. ``audit_path``: the RFC 6962 audit path leads from that leaf to ``root``.
+2. ``audit_path``: the RFC 6962 audit path leads from that leaf to ``root``. That proves
+   the receipt is in the tree; its ``leaf_index`` and ``tree_size`` are the bundle's
+   numbering, which the chain does not record (another numbering can fit the same path).
 3. ``chain``: the node serves the chain of ``anchor.chain_id``.
 4. ``transaction``: the anchor transaction exists and is mined.
 5. ``status``: the transaction succeeded (status 1).
-6. ``submitter``: it was sent by ``anchor.submitter``.
+6. ``submitter``: it was sent by ``anchor.submitter`` to itself, as anchors are; and, when
+   the caller pins the address its receipts' issuer anchors from, by that address. The
+   bundle names its submitter itself: without a pinned address, anyone who can send a
+   transaction could anchor a receipt they made up and name themselves.
 7. ``root_on_chain``: its calldata carries ``root`` (``b"P402"`` + the 32-byte root).
 8. ``block``: it is in block ``anchor.block_number`` whose hash is ``anchor.block_hash``,
    and that block is in the node's canonical chain.
@@ -128,9 +133,12 @@ def verify_bundle(
     *,
     confirmations: int = 1,
     require_finalized_tag: bool = False,
+    submitter: str | None = None,
     report: Callable[[Check], None] | None = None,
 ) -> list[Check]:
     """Run every check on ``bundle`` against the node of ``w3``; the passed checks.
+
+    ``submitter``: the address the receipts' issuer anchors from, if the caller knows it.
 
     Raises :class:`VerificationFailed` naming the first failed check (after reporting it),
     and :class:`InvalidBundle` for a bundle that is not well formed.
@@ -169,9 +177,11 @@ def verify_bundle(
     tx_hash = _hex_bytes(_field(anchor, "tx_hash", "anchor."), "anchor.tx_hash", 32)
     block_number = _integer(_field(anchor, "block_number", "anchor."), "anchor.block_number")
     block_hash = _hex_bytes(_field(anchor, "block_hash", "anchor."), "anchor.block_hash", 32)
-    submitter = _field(anchor, "submitter", "anchor.")
-    if not isinstance(submitter, str) or not Web3.is_address(submitter):
+    named = _field(anchor, "submitter", "anchor.")
+    if not isinstance(named, str) or not Web3.is_address(named):
         raise InvalidBundle("anchor.submitter must be an address")
+    if submitter is not None and not Web3.is_address(submitter):
+        raise ValueError(f"the pinned submitter {submitter!r} is not an address")
     method = anchor.get("method", METHOD_CALLDATA)
     if method != METHOD_CALLDATA:
         raise InvalidBundle(f"anchor.method {method!r} is not one this verifier knows")
@@ -187,7 +197,8 @@ def verify_bundle(
     record(
         "audit_path",
         reached == root,
-        f"leaf {leaf_index} of {tree_size} leads to root {root.hex()}"
+        f"the receipt's leaf leads to root {root.hex()} (leaf {leaf_index} of {tree_size} "
+        "as the bundle numbers it)"
         if reached == root
         else f"leaf {leaf_index} of {tree_size} with this path does not lead to root {root.hex()}",
     )
@@ -213,11 +224,26 @@ def verify_bundle(
         + (" (success)" if tx_receipt["status"] == 1 else " (reverted)"),
     )
     sender = str(transaction["from"])
-    record(
-        "submitter",
-        sender.lower() == submitter.lower(),
-        f"sent by {sender}" + ("" if sender.lower() == submitter.lower() else f", not {submitter}"),
-    )
+    recipient = str(transaction.get("to"))
+    if sender.lower() != named.lower():
+        fail("submitter", f"sent by {sender}, not {named}")
+    if recipient.lower() != sender.lower():
+        fail("submitter", f"sent by {sender} to {recipient}: an anchor is sent to its sender")
+    if submitter is None:
+        record(
+            "submitter",
+            True,
+            f"sent by {sender} to itself; that address is the bundle's word (not pinned: "
+            "--submitter names the address the receipts' issuer anchors from)",
+        )
+    else:
+        record(
+            "submitter",
+            sender.lower() == submitter.lower(),
+            f"sent by {sender} to itself, the pinned submitter"
+            if sender.lower() == submitter.lower()
+            else f"sent by {sender}, not by the pinned submitter {submitter}",
+        )
     calldata = bytes(transaction.get("input", b""))
     record(
         "root_on_chain",
@@ -259,6 +285,7 @@ def verify_command(
     *,
     confirmations: int = 1,
     require_finalized_tag: bool = False,
+    submitter: str | None = None,
     out: Callable[[str], None],
     err: Callable[[str], None],
 ) -> int:
@@ -286,6 +313,7 @@ def verify_command(
             w3,
             confirmations=confirmations,
             require_finalized_tag=require_finalized_tag,
+            submitter=submitter,
             report=show,
         )
     except InvalidBundle as error:
