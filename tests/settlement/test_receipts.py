@@ -275,6 +275,18 @@ def test_sessions_closed_at_once_are_each_sealed_and_closed_on_one_chain(engine,
         assert json.loads(row["body"])["sealed_by"] == "close"
 
 
+def test_a_session_that_cannot_be_sealed_leaves_the_others_to_be_sealed(engine, acme, caplog):
+    # A token count beyond the integers RFC 8785 JSON carries exactly: its receipt cannot
+    # be written, but the sessions after it in the job's order still are.
+    acme.ingest(engine, event("big", session="a-big", input_tokens=2**53))
+    acme.ingest(engine, event("small", session="b-small"))
+    sealed = seal_idle(engine, now_ms=BASE_MS + 10**9, idle_ms=0)
+    [row] = _receipt_rows(engine, acme.id)
+    assert sealed == [row["id"]] and row["session"] == "b-small"
+    assert _events(engine, acme.id)["big"] == (None, "pending")
+    assert "session 'a-big' cannot be sealed" in caplog.text
+
+
 def test_the_ledger_refuses_to_update_a_sealed_receipt(engine, acme):
     acme.ingest(engine, event("e1", session="s1"))
     receipt_id = seal_session(engine, acme.id, "s1")

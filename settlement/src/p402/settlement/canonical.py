@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import rfc8785
+from rfc8785 import CanonicalizationError
 
-__all__ = ["canonical_bytes", "sha256_hex"]
+__all__ = ["CanonicalizationError", "canonical_bytes", "sha256_hex"]
 
 
 def canonical_bytes(value: Mapping[str, Any]) -> bytes:
-    """The RFC 8785 serialisation of ``value`` (UTF-8, sorted keys, no whitespace)."""
+    """The RFC 8785 serialisation of ``value`` (UTF-8, sorted keys, no whitespace); raises
+    :class:`CanonicalizationError` (a ``ValueError``) for a value it cannot carry exactly."""
     return rfc8785.dumps(dict(value))
 
 

@@ -23,6 +23,7 @@ chain number is unique per tenant; the loser rolls back and tries again.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,7 @@ from p402.ledger.locks import Locked, lock_tenant
 from p402.ledger.models import Session, Tenant
 from p402.ledger.rollups import DAY_MS
 from p402.settlement import merkle
-from p402.settlement.canonical import canonical_bytes
+from p402.settlement.canonical import CanonicalizationError, canonical_bytes
 from p402.settlement.receipts import (
     RECEIPT_LEAVES,
     RECEIPTS,
@@ -62,6 +63,7 @@ SESSIONS = Session.__table__  # type: ignore[attr-defined]
 TENANTS = Tenant.__table__  # type: ignore[attr-defined]
 
 DEFAULT_IDLE_SECONDS: Final = 300
+_log = logging.getLogger(__name__)
 _ATTEMPTS: Final = 5
 
 
@@ -300,14 +302,22 @@ def seal_idle(
     engine: Engine, *, now_ms: int | None = None, idle_ms: int | None = None
 ) -> list[str]:
     """Seal every session idle for ``idle_ms`` (default ``P402_RECEIPT_IDLE_SECONDS``), and
-    the events without a session of every quiet day; the ids of the new receipts."""
+    the events without a session of every quiet day; the ids of the new receipts.
+
+    A group whose receipt cannot be written (a figure beyond what RFC 8785 JSON can carry
+    exactly, ±(2**53 - 1)) is logged and left pending; the others are sealed all the same."""
     stamp = clock_now_ms() if now_ms is None else now_ms
     quiet = idle_seconds() * 1000 if idle_ms is None else idle_ms
     with engine.connect() as connection:
         groups = _idle_groups(connection, stamp - quiet)
     sealed = []
     for group in groups:
-        receipt_id = _seal(engine, group, sealed_by=SealedBy.IDLE, now_ms=stamp)
+        try:
+            receipt_id = _seal(engine, group, sealed_by=SealedBy.IDLE, now_ms=stamp)
+        except CanonicalizationError as error:
+            what = f"session {group.session!r}" if group.session else f"day {group.day}"
+            _log.error("tenant %s: %s cannot be sealed: %s", group.tenant_id, what, error)
+            continue
         if receipt_id is not None:
             sealed.append(receipt_id)
     return sealed
