@@ -197,8 +197,8 @@ def verify_bundle(
     record(
         "audit_path",
         reached == root,
-        f"the receipt's leaf leads to root {root.hex()} (leaf {leaf_index} of {tree_size} "
-        "as the bundle numbers it)"
+        f"the receipt's leaf leads to root {root.hex()}, as leaf {leaf_index} of {tree_size} "
+        "by the bundle's numbering"
         if reached == root
         else f"leaf {leaf_index} of {tree_size} with this path does not lead to root {root.hex()}",
     )
