@@ -19,8 +19,8 @@ from p402.ledger.clock import from_iso
 from p402.ledger.events import EventFilter
 
 __all__ = [
+    "FILTER_TEXT",
     "MAX_LIMIT",
-    "NO_NUL",
     "Cursor",
     "Limit",
     "RangeEnd",
@@ -36,10 +36,12 @@ Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Parameter(required=False)]
 """A list's ``cursor``: the ``next_cursor`` of the page before."""
 
-NO_NUL: Final = "^[^\\x00]*$"
-TextFilter = Annotated[str | None, Parameter(required=False, pattern=NO_NUL)]
-"""A filter on a stored text: any text but NUL (U+0000), which no stored value holds (and
-PostgreSQL's text cannot bind): answered 400."""
+FILTER_TEXT: Final = "^[^\\x00]+$"
+TextFilter = Annotated[str | None, Parameter(required=False, pattern=FILTER_TEXT)]
+"""A filter on a stored text: any text but the empty one and NUL (U+0000), which no stored
+value holds (a missing value is stored as none, and PostgreSQL's text cannot bind NUL):
+answered 400, where it would match no event, or, read from the rollups, the events without
+that owner."""
 
 RangeStart = Annotated[
     str | None,
@@ -68,7 +70,8 @@ def provide_event_filter(
     customer: TextFilter = None,
     task_type: TextFilter = None,
     model: Annotated[
-        str | None, Parameter(required=False, pattern=NO_NUL, description="the model actually used")
+        str | None,
+        Parameter(required=False, pattern=FILTER_TEXT, description="the model actually used"),
     ] = None,
     model_requested: TextFilter = None,
     provider: TextFilter = None,
