@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from p402.api import create_app
+from p402.api import cli_data, create_app
 from p402.api.cli import main
 from p402.api.server import BackgroundServer
 from p402.ledger.clock import from_iso
@@ -130,6 +130,32 @@ def test_export_bundle_and_focus(server, engine, acme, tmp_path):
     focus = _invoke("export", "--format", "focus", env=env)
     assert focus.exit_code == 0, focus.stderr
     assert focus.stdout.startswith("BilledCost,")
+
+
+def test_an_interrupted_export_leaves_the_file_there_before_and_nothing_else(
+    server, engine, acme, tmp_path, monkeypatch
+):
+    _events(engine, acme["read"], 50)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    target = folder / "events.csv"
+    target.write_text("an earlier export\n")
+
+    def interrupted(self, chunk):
+        raise KeyboardInterrupt  # Ctrl-C while the rows arrive
+
+    monkeypatch.setattr(cli_data._CsvRecords, "feed", interrupted)
+    env = {"P402_ENDPOINT": server.url, "P402_API_KEY": acme["read"]}
+    result = _invoke("export", "-o", str(target), env=env)
+    assert result.exit_code == 130, result.output
+    assert f"the export to {target} was interrupted" in result.stderr
+    assert target.read_text() == "an earlier export\n"
+    assert [path.name for path in folder.iterdir()] == ["events.csv"]
+    monkeypatch.undo()
+    whole = _invoke("export", "-o", str(target), env=env)
+    assert whole.exit_code == 0, whole.output
+    assert len(list(csv.DictReader(io.StringIO(target.read_text())))) == 50
+    assert [path.name for path in folder.iterdir()] == ["events.csv"]
 
 
 def test_export_says_why_it_fails(server, acme):

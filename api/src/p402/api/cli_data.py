@@ -174,11 +174,14 @@ def export_command(
         return
     total = int(total_header)
     rows = _CsvRecords() if export_format != "bundle" else None
-    progress = _Progress(total, "rows" if rows else "events")
+    progress = _Progress(total, "rows") if rows else _Progress(None, "bytes")
     written = 0
     where = "standard output" if output == "-" else output
+    # A file is written beside its name and takes it once whole: an export cut short (an
+    # error, Ctrl-C, the process killed) never leaves a truncated file under that name.
+    part = None if output == "-" else f"{output}.part"
     try:
-        target = click.open_file(output, "wb")
+        target = click.open_file(part or output, "wb")
     except OSError as error:
         response.close()
         _say(f"error: cannot write {where}: {error}")
@@ -192,24 +195,31 @@ def export_command(
                 if rows is not None:
                     rows.feed(chunk)
                     progress.update(max(rows.count - 1, 0))  # the header is not a row
+                else:
+                    progress.update(written)
     except (OSError, http.client.HTTPException) as error:
-        _broken_off(output, f"the export to {where} broke off after {written:,} bytes: {error}")
+        _broken_off(part, f"the export to {where} broke off after {written:,} bytes: {error}")
+    except KeyboardInterrupt:
+        _broken_off(part, f"the export to {where} was interrupted after {written:,} bytes", 130)
     if rows is not None:
         exported = max(rows.count - 1, 0)
         if exported < total:  # more may have arrived since the count; never fewer
-            _broken_off(output, f"the export ended after {exported} of {total} rows")
+            _broken_off(part, f"the export ended after {exported} of {total} rows")
+    if part is not None:
+        Path(part).replace(output)
+    if rows is not None:
         progress.finish(exported, where)
     else:
-        progress.unit = f"events ({written} bytes)"
+        progress.total, progress.unit = total, f"events ({written} bytes)"
         progress.finish(total, where)
 
 
-def _broken_off(output: str, message: str) -> None:
-    """Say that an export is incomplete, remove what was written of it, and exit 1."""
-    if output != "-":
-        Path(output).unlink(missing_ok=True)
+def _broken_off(part: str | None, message: str, status: int = 1) -> None:
+    """Say that an export is incomplete, remove what was written of it, and exit."""
+    if part is not None:
+        Path(part).unlink(missing_ok=True)
     _say(f"error: {message}; nothing is left of it")
-    sys.exit(1)
+    sys.exit(status)
 
 
 @click.command("import")
