@@ -78,12 +78,21 @@ def problem_of(error: Exception) -> tuple[int, str, str] | None:
             "nests too deeply" if isinstance(error, RecursionError) else f"is not UTF-8: {error}"
         )
         return 400, "bad_request", f"the body {problem}"
+    if isinstance(error, OperationalError) and str(error.orig) == "integer overflow":
+        # SQLite adds integers exactly up to 2**63 - 1: about 9.2 million USD in picodollars.
+        # Asking again gives the same answer: not a 503.
+        return 500, "sum_out_of_range", _SQLITE_SUM_LIMIT
     if isinstance(error, OperationalError | DisconnectionError | PoolTimeout):
         # The database is down, restarting, out of connections or locked: nothing was
         # stored, and the same request can succeed later (OTLP exporters retry a 503).
         return 503, "unavailable", "the ledger database is unavailable; try again later"
     return None
 
+
+_SQLITE_SUM_LIMIT: Final = (
+    "a figure of this answer passes what SQLite adds exactly (about 9.2 million USD, or "
+    "9.2 x 10**18 tokens); narrow the question, or keep a ledger this large on PostgreSQL"
+)
 
 INTERNAL_ERROR: Final = (
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -107,6 +116,8 @@ def error_answer(
     if status_code == 503:
         logger.warning("the ledger database is unavailable: %s", error)
         headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    elif status_code >= 500 and found is not INTERNAL_ERROR:
+        logger.warning("%s: %s", message, error)
     return status_code, error_document(code, message), headers
 
 
