@@ -335,6 +335,9 @@ def test_a_query_filter_holding_nul_is_a_400_not_a_server_error(client, keys, pa
         ("/v1/export?employee=", "employee"),
         ("/v1/sessions?department=", "department"),
         ("/v1/observations?task_type=", "task_type"),
+        ("/v1/sessions?from=2026-11-02&to=2026-11-01", "from must be before to"),
+        ("/v1/reconciliation?from=2026-11-02&to=2026-11-01", "from must be before to"),
+        ("/v1/reconciliation?provider=openia", "provider must be one of openai, anthropic"),
     ],
 )
 def test_a_filter_no_event_can_match_is_a_400_not_an_empty_answer(client, keys, path, named):

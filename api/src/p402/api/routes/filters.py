@@ -26,6 +26,7 @@ __all__ = [
     "RangeEnd",
     "RangeStart",
     "TextFilter",
+    "parse_range",
     "parse_time",
     "provide_event_filter",
 ]
@@ -57,6 +58,16 @@ def parse_time(value: str | None, name: str) -> int | None:
         return from_iso(value)
     except ValueError as error:
         raise ApiError(400, "invalid_parameter", f"{name}: {error}") from None
+
+
+def parse_range(from_: str | None, to: str | None) -> tuple[int | None, int | None]:
+    """``from`` and ``to`` in epoch ms; a range that ends before it starts is a 400."""
+    from_ms, to_ms = parse_time(from_, "from"), parse_time(to, "to")
+    if from_ms is not None and to_ms is not None and from_ms > to_ms:
+        raise ApiError(
+            400, "invalid_parameter", f"from must be before to, not after ({from_}, {to})"
+        )
+    return from_ms, to_ms
 
 
 def provide_event_filter(
@@ -106,11 +117,7 @@ def provide_event_filter(
         "policy_result": policy_result,
         "privacy_mode": privacy_mode,
     }
-    from_ms, to_ms = parse_time(from_, "from"), parse_time(to, "to")
-    if from_ms is not None and to_ms is not None and from_ms > to_ms:
-        raise ApiError(
-            400, "invalid_parameter", f"from must be before to, not after ({from_}, {to})"
-        )
+    from_ms, to_ms = parse_range(from_, to)
     return EventFilter(
         # (an enumeration's member is its value, a str)
         equals={name: str(value) for name, value in given.items() if value is not None},

@@ -9,8 +9,9 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
-from p402.api.routes.filters import Cursor, Limit, RangeEnd, RangeStart, parse_time
+from p402.api.routes.filters import Cursor, Limit, RangeEnd, RangeStart, parse_range
 from p402.ledger.paging import InvalidCursor, page_of
+from p402.ledger.provider_reports import PROVIDERS
 from p402.ledger.reconciliation import reconcile
 
 __all__ = ["get_reconciliation"]
@@ -58,13 +59,16 @@ def get_reconciliation(
     figures. A figure that cannot be computed (no provider report for the day and model, a
     zero denominator) is null, never 0.
     """
+    if provider is not None and provider not in PROVIDERS:
+        raise ApiError(
+            400,
+            "invalid_parameter",
+            f"provider must be one of {', '.join(PROVIDERS)}, not {provider!r}",
+        )
+    from_ms, to_ms = parse_range(from_, to)
     with engine.connect() as connection:
         rows, totals = reconcile(
-            connection,
-            identity.tenant_id,
-            provider=provider,
-            from_ms=parse_time(from_, "from"),
-            to_ms=parse_time(to, "to"),
+            connection, identity.tenant_id, provider=provider, from_ms=from_ms, to_ms=to_ms
         )
     try:
         page, next_cursor = page_of(rows, key=_row_key, limit=limit, cursor=cursor)

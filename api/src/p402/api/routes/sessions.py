@@ -9,7 +9,7 @@ from litestar.params import Parameter
 
 from p402.api.dependencies import CallerIdentity, LedgerEngine
 from p402.api.errors import ApiError
-from p402.api.routes.filters import MAX_LIMIT, RangeEnd, RangeStart, TextFilter, parse_time
+from p402.api.routes.filters import MAX_LIMIT, RangeEnd, RangeStart, TextFilter, parse_range
 from p402.ledger.paging import InvalidCursor
 from p402.ledger.sessions import list_sessions
 
@@ -37,13 +37,14 @@ def get_sessions(
         for name, value in (("department", department), ("employee", employee))
         if value is not None
     }
+    from_ms, to_ms = parse_range(from_, to)
     with engine.connect() as connection:
         try:
             page = list_sessions(
                 connection,
                 identity.tenant_id,
-                from_ms=parse_time(from_, "from"),
-                to_ms=parse_time(to, "to"),
+                from_ms=from_ms,
+                to_ms=to_ms,
                 owners=owners,
                 limit=limit,
                 cursor=cursor,
