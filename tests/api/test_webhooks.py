@@ -242,6 +242,24 @@ def test_an_alert_is_signed_retried_with_backoff_across_restarts_and_delivered(e
     assert timestamps == [start, start + 30, start + 90]
 
 
+def test_a_delivery_waiting_for_its_retry_holds_back_the_webhooks_later_ones(engine, api):
+    tenant_id, admin = _admin(engine)
+    clock = Clock()
+    with Receiver([500]) as receiver:  # the first attempt fails
+        api.put("/v1/webhooks", json=[{"url": receiver.url, "secret": SECRET}], headers=admin)
+        _fire(engine, tenant_id, clock(), "80")
+        assert deliver_due(engine, clock()) == DeliveryRun(0, 1, 0)
+        clock.ms += 1_000
+        _fire(engine, tenant_id, clock(), "90")
+        _fire(engine, tenant_id, clock(), "95")
+        clock.ms += 1_000
+        assert deliver_due(engine, clock()) == DeliveryRun(0, 0, 0)  # behind the 80 % one
+        clock.ms += retry_delay_ms(1)
+        assert deliver_due(engine, clock()) == DeliveryRun(3, 0, 0)
+    sent = [json.loads(body)["alert"]["threshold"] for _, body in receiver.requests]
+    assert sent == [80, 80, 90, 95]
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -324,10 +342,12 @@ def test_a_destination_that_does_not_answer_holds_up_no_other_tenants_webhook(en
         ).scalar_one()
     assert error.startswith("ReadTimeout")
 
-    clock.ms += 10_000  # the next run (the port now refuses): acme's next delivery, once
+    clock.ms += 10_000  # the next run: acme's first delivery is not due again yet
+    assert deliver_due(engine, clock()) == DeliveryRun(delivered=0, retrying=0, given_up=0)
+    clock.ms += retry_delay_ms(1)  # its retry (the port now refuses), and nothing behind it
     run = deliver_due(engine, clock())
     assert run == DeliveryRun(delivered=0, retrying=1, given_up=0)
-    assert [row[1] for row in _deliveries(engine)] == [1, 1, 0, 1]
+    assert [row[1] for row in _deliveries(engine)] == [2, 0, 0, 1]
 
 
 def test_a_backlog_at_one_webhook_leaves_every_other_webhook_its_turn(engine, api):

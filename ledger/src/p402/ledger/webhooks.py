@@ -361,17 +361,18 @@ def deliver_due(engine: Engine, now_ms: int, *, client: httpx.Client | None = No
     """Post the deliveries that are due at ``now_ms`` and record how each went: each webhook's
     in order, up to :data:`PARALLEL_WEBHOOKS` webhooks at a time, so that a slow or unreachable
     destination (one tenant's) does not hold up the others'."""
-    # Each webhook's first due delivery comes before any webhook's second (and so on), so a
+    # A webhook's pending deliveries go in the order they were made: one waiting for its
+    # retry holds back the ones after it (each is sent once every one before it is due).
+    # Each webhook's first delivery comes before any webhook's second (and so on), so a
     # backlog at one webhook leaves the others their turn in the run's batch.
-    oldest_first = (_DELIVERIES.c.next_attempt_ms, _DELIVERIES.c.id)
+    lane = {"partition_by": _DELIVERIES.c.webhook_id, "order_by": _DELIVERIES.c.id}
     ranked = (
         select(
             _DELIVERIES.c.id,
-            func.row_number()
-            .over(partition_by=_DELIVERIES.c.webhook_id, order_by=oldest_first)
-            .label("place"),
+            func.row_number().over(**lane).label("place"),
+            func.max(_DELIVERIES.c.next_attempt_ms).over(**lane).label("held_until"),
         )
-        .where(_DELIVERIES.c.status == "pending", _DELIVERIES.c.next_attempt_ms <= now_ms)
+        .where(_DELIVERIES.c.status == "pending")
         .subquery()
     )
     with engine.connect() as connection:
@@ -380,8 +381,8 @@ def deliver_due(engine: Engine, now_ms: int, *, client: httpx.Client | None = No
                 select(_DELIVERIES, _WEBHOOKS.c.url, _WEBHOOKS.c.secret)
                 .join(ranked, ranked.c.id == _DELIVERIES.c.id)
                 .join(_WEBHOOKS, _WEBHOOKS.c.id == _DELIVERIES.c.webhook_id)
-                .where(ranked.c.place <= _PER_WEBHOOK)
-                .order_by(ranked.c.place, *oldest_first)
+                .where(ranked.c.place <= _PER_WEBHOOK, ranked.c.held_until <= now_ms)
+                .order_by(ranked.c.place, _DELIVERIES.c.id)
                 .limit(_BATCH)
             )
             .mappings()
