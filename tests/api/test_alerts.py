@@ -126,6 +126,29 @@ def test_each_threshold_fires_once_per_scope_and_period(engine, api, keys):
     assert sorted(str(threshold) for threshold, _ in december) == ["80", "projected"]
 
 
+def test_a_session_budget_alerts_in_the_period_of_its_session_not_in_every_later_one(
+    engine, api, keys
+):
+    acme = _tenant(engine, keys["admin"])
+    _budget(
+        api, keys["admin"], {"scope": "session", "name": "s-old", "cap_usd": "50", "period": "day"}
+    )
+    _spend(engine, acme, 60, ts_ms=NOV_10, session="s-old")
+    fired = [fire_alerts(engine, now) for now in (NOV_10 + 60_000, NOV_28_NOON, DEC_2_NOON)]
+    assert fired[0] == 5 and fired[1:] == [0, 0]  # 80, 90, 95, 100 and projected, once
+    state = api.get("/v1/budgets", headers={"x-p402-api-key": keys["read"]}).json()["data"][0]
+    assert (state["spent_usd"], state["status"]) == ("0", "ok")  # nothing in today's period
+
+
+def test_under_a_cap_of_zero_the_first_spend_passes_every_threshold(engine, api, keys):
+    acme = _tenant(engine, keys["admin"])
+    _budget(api, keys["admin"], {"scope": "department", "name": "zero", "cap_usd": "0"})
+    assert fire_alerts(engine, NOV_28_NOON) == 0  # nothing spent: nothing to warn of
+    _spend(engine, acme, 1, department="zero")
+    fire_alerts(engine, NOV_28_NOON)
+    assert _thresholds(api, keys["read"]) == ["100", "80", "90", "95", "projected"]
+
+
 def test_two_servers_running_the_alert_job_together_fire_each_alert_once(
     engine, database_url, api, keys
 ):

@@ -84,14 +84,13 @@ class Crossing:
 
 def crossings(state: BudgetFigures) -> list[Crossing]:
     """The thresholds ``state`` has crossed: each percentage of the cap that spend reached
-    (exactly, in integers), and ``projected`` when the projection exceeds the cap. A cap of 0
-    (nothing may be spent) has no thresholds to warn of."""
-    if state.cap_picos <= 0:
-        return []
+    (exactly, in integers), and ``projected`` when the projection exceeds the cap. Under a cap
+    of 0 (nothing may be spent), any spend passes every threshold."""
     crossed = [
         str(percent)
         for percent in THRESHOLDS
         if state.spent_picos * 100 >= state.cap_picos * percent
+        and (state.cap_picos > 0 or state.spent_picos > 0)
     ]
     if state.projected_picos is not None and state.projected_picos > state.cap_picos:
         crossed.append(PROJECTED)

@@ -8,7 +8,9 @@ zero at every boundary by construction.
 
 - **spent**: the cost of the events of the period, from the spend rollups (whole UTC days:
   periods begin and end at midnight UTC), never a scan of events. A session budget caps the
-  session's whole cost (``session.cost_picos``): sessions do not outlive a period in practice.
+  session's whole cost (``session.cost_picos``), counted in a period when the session has an
+  event in it (its last event at or after the period's start): a call in the session counts
+  it whole, and a session that ended is not counted again in the periods after.
 - **held**: what ``POST /v1/authorize`` has reserved for calls in flight
   (:mod:`p402.ledger.holds`).
 - **projected**: ``spent + velocity * remaining``, with the velocity measured over the part of
@@ -281,6 +283,7 @@ def _spent_query(scope: BudgetScope, period: BudgetPeriod, group: str) -> Select
         return select(*head, SESSIONS.c.name, SESSIONS.c.cost_picos).where(
             SESSIONS.c.tenant_id == tenant,
             SESSIONS.c.name.in_(bindparam(f"{group}_names", expanding=True)),
+            SESSIONS.c.last_event_ms >= bindparam(f"{group}_start", type_=BigInteger) * DAY_MS,
         )
     conditions = [
         ROLLUPS.c.tenant_id == tenant,
@@ -459,7 +462,7 @@ def _covering_statements(owner_scopes: tuple[BudgetScope, ...]) -> dict[str, Any
         .group_by(ROLLUPS.c.day),
     }
     if BudgetScope.SESSION in owner_scopes:
-        statements["session"] = select(SESSIONS.c.cost_picos).where(
+        statements["session"] = select(SESSIONS.c.cost_picos, SESSIONS.c.last_event_ms).where(
             SESSIONS.c.tenant_id == tenant, SESSIONS.c.name == _owner(BudgetScope.SESSION)
         )
     return statements
@@ -497,7 +500,11 @@ class CoveringBudgets:
         and held picodollars, by id; ``found``: the rows of each statement by kind."""
         (held,) = found["held"]
         session = found.get("session")
-        session_spent = int(session[0]["cost_picos"]) if session else 0
+        session_spent = {  # counted in the periods the session has events in
+            period.value: int(session[0]["cost_picos"])
+            for period, (start, _) in self.periods.items()
+            if session and session[0]["last_event_ms"] >= start * DAY_MS
+        }
         spent: dict[tuple[str, str], int] = {}
         for period, (start, end) in self.periods.items():
             for row in found["spent"]:
@@ -510,7 +517,7 @@ class CoveringBudgets:
         return [
             (
                 row,
-                session_spent
+                session_spent.get(row["period"], 0)
                 if row["scope"] == BudgetScope.SESSION.value
                 else spent.get((row["scope"], row["period"]), 0),
                 int(held[row["scope"]]),
