@@ -13,7 +13,8 @@ from sqlalchemy import text
 
 from p402.api import create_app
 from p402.api.scheduler import Scheduler
-from p402.ledger.alerts import fire_alerts
+from p402.ledger.alerts import LATE_CROSSINGS_MS, fire_alerts
+from p402.ledger.clock import from_iso
 from p402.ledger.database import connect
 from p402.ledger.events import EventRecord, insert_events
 from p402.ledger.keys import resolve_key
@@ -147,6 +148,26 @@ def test_under_a_cap_of_zero_the_first_spend_passes_every_threshold(engine, api,
     _spend(engine, acme, 1, department="zero")
     fire_alerts(engine, NOV_28_NOON)
     assert _thresholds(api, keys["read"]) == ["100", "80", "90", "95", "projected"]
+
+
+def test_spend_of_a_periods_last_moments_fires_its_alerts_in_the_next_periods_first_hour(
+    engine, api, keys
+):
+    acme = _tenant(engine, keys["admin"])
+    _budget(api, keys["admin"], {"scope": "department", "name": "legal", "cap_usd": "10"})
+    october_last_seconds = from_iso("2026-10-31T23:59:50Z")
+    assert fire_alerts(engine, october_last_seconds - 60_000) == 0  # the run before
+    _spend(engine, acme, 11, ts_ms=october_last_seconds, department="legal")
+    # the next run falls in November: October's crossings are still found, once
+    november_first_run = october_last_seconds + 40_000
+    assert fire_alerts(engine, november_first_run) == 5
+    assert fire_alerts(engine, november_first_run + 60_000) == 0
+    starts = {alert["period_start"] for alert in _alerts(api, keys["read"])["data"]}
+    assert starts == {"2026-10-01T00:00:00.000Z"}
+    # spend reported for October after its last hour is past: nothing more is looked for
+    _budget(api, keys["admin"], {"scope": "department", "name": "sales", "cap_usd": "10"})
+    _spend(engine, acme, 11, ts_ms=october_last_seconds, department="sales")
+    assert fire_alerts(engine, november_first_run + LATE_CROSSINGS_MS) == 0
 
 
 def test_two_servers_running_the_alert_job_together_fire_each_alert_once(

@@ -6,7 +6,9 @@ The ``alert`` table's unique key (tenant, scope, name, period, period start, thr
 an alert fire once even when two servers look at the same moment. Recording an alert queues
 its notification to each of the tenant's webhooks in the same transaction
 (:mod:`p402.ledger.webhooks`). A budget that jumps past several thresholds at once fires
-each of them.
+each of them. For :data:`LATE_CROSSINGS_MS` after a period ends, the job also looks at that
+period as it ended, so that spend of its last moments (or reported late) still fires its
+alerts once the next period has begun.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from sqlalchemy import Connection, Engine, RowMapping, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from p402.instrumentation.money import from_picos, usd_str
+from p402.instrumentation.vocabulary import BudgetPeriod
 from p402.ledger import webhooks
-from p402.ledger.budgets import budget_states
+from p402.ledger.budgets import budget_states, period_bounds
 from p402.ledger.clock import to_iso
 from p402.ledger.events import Page
 from p402.ledger.models import Alert, Tenant
 from p402.ledger.paging import newest_first
 
 __all__ = [
+    "LATE_CROSSINGS_MS",
     "PROJECTED",
     "THRESHOLDS",
     "BudgetFigures",
@@ -41,6 +45,8 @@ __all__ = [
 THRESHOLDS: Final = (80, 90, 95, 100)
 """Percentages of the cap that fire an alert once spent reaches them."""
 PROJECTED: Final = "projected"
+LATE_CROSSINGS_MS: Final = 3_600_000
+"""How long after a period ends the job still looks for its crossings: an hour."""
 
 _ALERTS = Alert.__table__  # type: ignore[attr-defined]
 _TENANTS = Tenant.__table__  # type: ignore[attr-defined]
@@ -185,10 +191,19 @@ def fire_alerts(engine: Engine, now_ms: int) -> int:
     ``now_ms`` that has not fired yet (one transaction per tenant); returns how many fired."""
     with engine.connect() as connection:
         tenants = list(connection.execute(select(_TENANTS.c.id).order_by(_TENANTS.c.id)).scalars())
+    earlier = now_ms - LATE_CROSSINGS_MS
+    period_ended = any(period_bounds(p, earlier) != period_bounds(p, now_ms) for p in BudgetPeriod)
     fired = 0
     for tenant_id in tenants:
         with engine.begin() as connection:
-            for state in budget_states(connection, tenant_id, now_ms):
+            states = budget_states(connection, tenant_id, now_ms)
+            if period_ended:  # the periods that ended within the hour, as they ended
+                states += [
+                    state
+                    for state in budget_states(connection, tenant_id, earlier)
+                    if state.period_end_ms <= now_ms
+                ]
+            for state in states:
                 for crossing in crossings(state):
                     fired += record_alert(connection, tenant_id, crossing, now_ms) is not None
     return fired
