@@ -334,6 +334,7 @@ def test_budgets_are_upserted_by_scope_name_and_period(engine):
         ({"scope": "department", "cap_usd": "1"}, "names its department"),
         ({"scope": "organization", "cap_usd": 1.5}, "cap_usd"),
         ({"scope": "organization", "cap_usd": "-1"}, "negative"),
+        ({"scope": "organization", "cap_usd": "0.0000000000001"}, "more than 12 decimal places"),
         ({"scope": "organization"}, "required"),
         ({"scope": "organization", "cap_usd": "1", "period": "year"}, "period"),
         ({"scope": "organization", "cap_usd": "1", "action_at_cap": "downgrade"}, "downgrade"),

@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Select
 
-from p402.instrumentation.money import parse_usd, to_picos
+from p402.instrumentation.money import from_picos, parse_usd, to_picos
 from p402.instrumentation.vocabulary import BudgetPeriod, BudgetScope, BudgetStatus, CapAction
 from p402.ledger.models import Budget, BudgetHold, Session, SpendRollup
 from p402.ledger.rollups import DAY_MS
@@ -171,6 +171,8 @@ class BudgetSpec:
             raise InvalidBudget(f"cap_usd: {error}") from None
         if cap < 0:
             raise InvalidBudget("cap_usd: must not be negative")
+        if from_picos(to_picos(cap)) != cap:
+            raise InvalidBudget(f"cap_usd: {item['cap_usd']} has more than 12 decimal places")
         action = _choice(CapAction, item.get("action_at_cap") or CapAction.NOTIFY, "action_at_cap")
         downgrade_model = item.get("downgrade_model") or None
         if downgrade_model is not None and (
