@@ -5,16 +5,19 @@ restart loses none. The scheduler posts the due ones; a delivery that fails (con
 error, timeout, or a status other than 2xx) is tried again after 30 s, 1, 2, 4, … minutes
 (doubling, at most an hour apart), and given up after :data:`MAX_ATTEMPTS` attempts.
 Each webhook's deliveries go in order, several webhooks at a time, and every webhook with
-deliveries due has its turn in a run; once one of a webhook's deliveries failed, its others
-wait for the next run, so a destination that is down or slow costs one attempt (at most
-:data:`TIMEOUT_SECONDS`) per run and holds up no other webhook.
+deliveries due has its turn in a run; once one of a webhook's deliveries failed, its later
+ones wait behind it until it is delivered or given up, so a destination that is down or slow
+costs one attempt (at most :data:`TIMEOUT_SECONDS`) per retry, gets its notifications in the
+order they were made, and holds up no other webhook.
 Deliveries reach public internet addresses only, unless the operator allows private ones
 (:mod:`p402.ledger.webhook_destinations`).
 
 Each request is ``POST`` with a JSON body and these headers:
 
 - ``X-P402-Event``: the kind of notification (``budget.alert``);
-- ``X-P402-Delivery``: the delivery's id, the same on every retry (to drop duplicates);
+- ``X-P402-Delivery``: the delivery's id, the same on every retry (to drop duplicates):
+  the webhook's id and the alert's, ``whk_….alt_…`` (no counter: nothing of other
+  tenants' deliveries shows through it);
 - ``X-P402-Timestamp``: when this attempt was signed, in Unix seconds;
 - ``X-P402-Signature``: ``sha256=`` and the hex HMAC-SHA256, keyed by the webhook's secret,
   of the timestamp, a ``.``, and the raw body (``f"{timestamp}.{body}"``), so a receiver can
@@ -310,7 +313,7 @@ def _post(client: httpx.Client, row: RowMapping, now_ms: int) -> tuple[int | Non
                 "Content-Type": "application/json",
                 "User-Agent": f"p402-webhooks/{__version__}",
                 EVENT_HEADER: "budget.alert",
-                DELIVERY_HEADER: str(row["id"]),
+                DELIVERY_HEADER: f"{row['webhook_id']}.{row['alert_id']}",
                 TIMESTAMP_HEADER: str(timestamp),
                 SIGNATURE_HEADER: sign(row["secret"], timestamp, body),
             },
@@ -326,7 +329,7 @@ def _deliver_lane(
     engine: Engine, http: httpx.Client, lane: list[RowMapping], now_ms: int
 ) -> DeliveryRun:
     """Post one webhook's due deliveries in order, recording each; after one that failed, the
-    rest wait for the next run (a destination that is down costs one attempt per run)."""
+    rest wait behind it (a destination that is down costs one attempt per retry)."""
     delivered = retrying = given_up = 0
     for row in lane:
         status_code, error = _post(http, row, now_ms)
